@@ -1,0 +1,5 @@
+"""python -m hubd: the hubd command."""
+
+from hubd.cli import main
+
+main()

@@ -1,0 +1,266 @@
+"""The typed configuration of a node, loaded from TOML; every error names its key.
+
+Owns: the shape, defaults and validation of hubd.toml (DESIGN.md, Configuration).
+Public: Config and its sections, load_config(), HostPort, parse_duration().
+Failures: ConfigError with one line per problem ("smtp.listen[0]: expected host:port ...").
+Limits: durations are whole numbers with one unit (s, m, h, d); sizes are bytes.
+See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hubd.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse "30s", "5m", "2h", "2d" (or a number of seconds) into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '5m', '2h' or '2d'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    raise ValueError(f"expected a duration such as '30s', '5m', '2h' or '2d', got {value!r}")
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: f"{int(d.total_seconds())}s", return_type=str),
+]
+
+
+class HostPort(BaseModel):
+    """An address to listen on or connect to: "127.0.0.1:2525" or "[::1]:2525"."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, value: object) -> HostPort:
+        """Parse host:port, with IPv6 hosts in brackets."""
+        if isinstance(value, HostPort):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"expected 'host:port', got {value!r}")
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value)
+        if not match:
+            raise ValueError(f"expected 'host:port' (IPv6 as '[::1]:25'), got {value!r}")
+        host = match[1] or match[3]
+        port = int(match[2] or match[4])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port out of range in {value!r}")
+        return cls(host=host, port=port)
+
+
+Address = Annotated[
+    HostPort, BeforeValidator(HostPort.parse), PlainSerializer(str, return_type=str)
+]
+
+
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a network such as '127.0.0.1/32', got {value!r}")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"expected a network such as '127.0.0.1/32', got {value!r}") from None
+
+
+Network = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    BeforeValidator(_network),
+    PlainSerializer(str, return_type=str),
+]
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _domain(value: object) -> str:
+    if not isinstance(value, str) or not _DOMAIN.match(value.lower().rstrip(".")):
+        raise ValueError(f"expected a domain name such as 'corp.test', got {value!r}")
+    return value.lower().rstrip(".")
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
+def _domain_pattern(value: object) -> str:
+    if isinstance(value, str) and value.startswith("."):
+        return "." + _domain(value[1:])
+    return _domain(value)
+
+
+DomainPattern = Annotated[str, BeforeValidator(_domain_pattern)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Section):
+    name: str = Field("hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+                      description="Unique in the cluster; appears in XSHADOW and Received:.")
+    hostname: str = Field("localhost", description="EHLO and banner name.")
+    data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
+
+
+class SmtpConfig(_Section):
+    listen: list[Address] = Field(default_factory=lambda: [HostPort.parse("127.0.0.1:2525")])
+    trusted_networks: list[Network] = Field(
+        default_factory=lambda: [_network("127.0.0.1/32"), _network("::1/128")],
+        description="Clients in these networks may relay anywhere.",
+    )
+    max_message_size: PositiveInt = Field(36700160, description="Bytes, advertised as SIZE.")
+    delayed_ack: bool = False
+    max_ack_delay: Duration = timedelta(seconds=30)
+    max_received_headers: PositiveInt = 50
+    max_recipients: PositiveInt = Field(1000, description="RCPTs per message; more get 452.")
+    max_line_length: int = Field(8192, ge=1001, le=1_048_576,
+                                 description="Longest command or text line, CRLF included.")
+    idle_timeout: Duration = Field(timedelta(minutes=5),
+                                   description="Idle time per command, and for all of DATA.")
+    max_sessions: PositiveInt = Field(1000, description="Concurrent sessions; more get 421.")
+
+
+class MailboxesConfig(_Section):
+    dir: Path | None = Field(None, description="Default: data_dir/mailboxes.")
+    catch_all: bool = True
+    recipients: list[str] = Field(default_factory=list)
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("recipients")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if "@" not in address:
+                raise ValueError(f"expected full addresses such as 'u1@corp.test', got {address!r}")
+        return [address.lower() for address in value]
+
+
+class QueueConfig(_Section):
+    retry: list[Duration] = Field(
+        default_factory=lambda: [parse_duration(v) for v in ("1m", "5m", "15m", "30m", "1h")],
+        min_length=1,
+    )
+    expiry: Duration = timedelta(days=2)
+    delay_notice: Duration = timedelta(hours=4)
+
+
+class DeliveryConfig(_Section):
+    concurrency_per_hop: PositiveInt = 10
+    mx_port: int = Field(25, ge=1, le=65535)
+    tls: Literal["off", "opportunistic", "verify"] = "opportunistic"
+    tls_ca: Path | None = None
+    connect_timeout: Duration = timedelta(seconds=30)
+    command_timeout: Duration = timedelta(minutes=5)
+
+    @field_validator("tls_ca", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class RouteConfig(_Section):
+    domains: list[DomainPattern] = Field(min_length=1)
+    next_hops: list[Address] = Field(min_length=1)
+
+
+class Config(_Section):
+    local_domains: list[Domain] = Field(default_factory=list)
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    mailboxes: MailboxesConfig = Field(default_factory=MailboxesConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_local_vs_routes(self) -> Config:
+        routed = {d for route in self.routes for d in route.domains}
+        clash = sorted(routed & set(self.local_domains))
+        if clash:
+            raise ValueError(f"domains both local and routed: {', '.join(clash)}")
+        return self
+
+    @property
+    def mailbox_dir(self) -> Path:
+        """Where local domains' Maildirs live."""
+        return self.mailboxes.dir or self.node.data_dir / "mailboxes"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith(("function-", "lax-")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{_location(item['loc'])}: {message}")
+    return lines
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming every bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, _problems(error)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML configuration file; relative data paths stay relative to CWD."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [f"cannot read: {error}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
+    return parse_config(data, str(path))

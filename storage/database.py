@@ -1,0 +1,175 @@
+"""Opening the queue database: pragmas, creation, schema version, integrity check.
+
+Owns: the SQLite file of one node (WAL, synchronous=FULL, BEGIN IMMEDIATE for writes), its
+incarnation id, and moving a corrupt file aside.
+Public: open_database(), Database.
+Failures: SchemaTooNew when the file was written by a newer hubd; a file that fails
+`PRAGMA quick_check` is renamed to queue.db.corrupt-<time> and a new queue is created.
+Limits: several processes may open the same file (SQLite locking); one writer at a time.
+See also: storage/writer.py (the only user of the write engine), LIBNOTES.md section 5.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storage.schema import SCHEMA_VERSION, meta, metadata
+from storage.errors import QueueCorrupt, SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+PAGE_SIZE = 8192  # bodies of tens of KB read faster in-database with 8 KiB pages (LIBNOTES 5)
+
+
+@dataclass(slots=True)
+class Database:
+    """An open queue database: a synchronous write engine and a pooled async read engine.
+
+    Writes run as whole batches in the writer's own thread (storage/writer.py): through
+    aiosqlite every statement would be a hop between threads, and a batch has thousands.
+    Reads are few and small, and go through aiosqlite so they never block the event loop.
+    """
+
+    path: Path
+    write_engine: Engine
+    read_engine: AsyncEngine
+    incarnation: str
+
+    async def close(self) -> None:
+        """Close every connection (aiosqlite threads would otherwise keep the process alive)."""
+        self.write_engine.dispose()
+        await self.read_engine.dispose()
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    # Take the write lock up front: a deferred read-then-write upgrade can fail with SQLITE_BUSY.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _write_engine(path: Path) -> Engine:
+    # One connection, used only from the writer's thread (check_same_thread stays on).
+    engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+def _read_engine(path: Path) -> AsyncEngine:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=4, max_overflow=4)
+    event.listen(engine.sync_engine, "connect", _on_connect)
+    return engine
+
+
+def _prepare_file(path: Path, engine: Engine, make_incarnation: Callable[[], str]) -> str:
+    with engine.connect() as conn:
+        return _prepare(conn, make_incarnation)
+
+
+def _create_file(path: Path) -> None:
+    # The page size is fixed when the first table is made, so set it before SQLAlchemy runs.
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+
+
+def _check_integrity(path: Path) -> None:
+    try:
+        with sqlite3.connect(path) as conn:
+            result = conn.execute("PRAGMA quick_check").fetchone()
+        conn.close()
+    except sqlite3.DatabaseError as error:
+        raise QueueCorrupt(f"{path}: {error}") from None
+    if result is None or result[0] != "ok":
+        raise QueueCorrupt(f"{path}: quick_check says {result!r}")
+
+
+def _quarantine(path: Path, now: float) -> Path:
+    """Move a corrupt queue file (and its WAL) aside, never deleting it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
+
+
+def _prepare(conn: Connection, make_incarnation: Callable[[], str]) -> str:
+    """Create the schema on a new file, or check the version of an existing one."""
+    with conn.begin():
+        has_meta = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).first()
+        if has_meta is None:
+            metadata.create_all(conn)
+            incarnation = make_incarnation()
+            conn.execute(
+                meta.insert(),
+                [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "incarnation", "value": incarnation},
+                ],
+            )
+            return incarnation
+        rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"queue database schema version {version} is newer than this hubd supports "
+                f"({SCHEMA_VERSION}); upgrade hubd, or point node.data_dir at another directory"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaTooNew(f"queue database schema version {version} has no migration path")
+        return rows["incarnation"]
+
+
+async def open_database(
+    path: Path,
+    *,
+    now: Callable[[], float] = time.time,
+    make_incarnation: Callable[[], str] = lambda: secrets.token_hex(8),
+) -> Database:
+    """Open (or create) the queue database at `path`, moving a corrupt file aside first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        try:
+            _check_integrity(path)
+        except QueueCorrupt as error:
+            moved = _quarantine(path, now())
+            log.error("queue database failed its integrity check (%s); moved to %s", error, moved)
+    if not path.exists():
+        _create_file(path)
+    write_engine = _write_engine(path)
+    try:
+        incarnation = _prepare_file(path, write_engine, make_incarnation)
+    except DatabaseError as error:
+        raise QueueCorrupt(f"{path}: {error}") from error
+    finally:
+        # The writer opens its own connection in its own thread.
+        write_engine.dispose()
+    return Database(path, write_engine, _read_engine(path), incarnation)

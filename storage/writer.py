@@ -1,0 +1,147 @@
+"""Group commit: one task owns the write connection and commits many callers' work at once.
+
+Owns: the write connection; batching queued write operations into one transaction (one fsync).
+Public: Writer (start(), submit(), stop()), WriteOp.
+Failures: an operation that raises is rolled back alone (a savepoint per operation) and its
+caller gets the exception; a failed COMMIT fails every caller of that batch.
+Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the writer's
+own thread (one hop per batch, not per statement); keep them short. Batches hold at most `max_batch` operations.
+See also: storage/repository.py (the operations), LIBNOTES.md section 5 (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Connection
+
+from storage.schema import stats
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class WriteOp(Generic[T]):
+    """A unit of work for the writer: `apply` runs inside the batch transaction."""
+
+    label: str
+    apply: Callable[[Connection], T]
+    future: asyncio.Future[T] = field(init=False)
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _bump(conn: Connection, name: str, amount: int) -> None:
+    stmt = insert(stats).values(name=name, value=amount)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[stats.c.name], set_={"value": stats.c.value + amount}
+        )
+    )
+
+
+def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
+    labels: Counter[str] = Counter()
+    with conn.begin():
+        for op in batch:
+            try:
+                with conn.begin_nested():
+                    op.result = op.apply(conn)
+                labels[op.label] += 1
+            except Exception as error:  # one caller's failure must not sink the batch
+                op.error = error
+        for label, count in labels.items():
+            # commits:<label> counts transactions that held such work, ops:<label> the work.
+            _bump(conn, f"commits:{label}", 1)
+            _bump(conn, f"ops:{label}", count)
+
+
+class Writer:
+    """The single owner of the write connection; callers `await submit(op)`."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 512) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[WriteOp[Any] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.operations = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name="storage-writer")
+
+    async def submit(self, label: str, apply: Callable[[Connection], T]) -> T:
+        """Run `apply` in the next batch; return once the batch holding it is committed."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("storage writer is not running")
+        op: WriteOp[T] = WriteOp(label, apply)
+        op.future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(op)
+        return await op.future
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(self._thread, self._engine.connect)
+        try:
+            stopping = False
+            while not stopping:
+                first = await self._queue.get()
+                batch, stopping = self._drain(first)
+                if batch:
+                    await self._commit(conn, batch)
+        finally:
+            await loop.run_in_executor(self._thread, conn.close)
+            self._thread.shutdown(wait=True)
+
+    def _drain(self, first: WriteOp[Any] | None) -> tuple[list[WriteOp[Any]], bool]:
+        # Whatever queued up while the last commit was syncing goes into this one.
+        batch: list[WriteOp[Any]] = []
+        item = first
+        while True:
+            if item is None:
+                return batch, True
+            batch.append(item)
+            if len(batch) >= self._max_batch or self._queue.empty():
+                return batch, False
+            item = self._queue.get_nowait()
+
+    async def _commit(self, conn: Connection, batch: list[WriteOp[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._thread, _apply_batch, conn, batch)
+        except Exception as error:
+            log.exception("commit of %d operations failed", len(batch))
+            for op in batch:
+                op.error = op.error or error
+        self.batches += 1
+        self.operations += len(batch)
+        for op in batch:
+            if op.future.done():  # the caller went away (its session was cancelled)
+                continue
+            if op.error is not None:
+                op.future.set_exception(op.error)
+            else:
+                op.future.set_result(op.result)
+
+
+__all__ = ["WriteOp", "Writer"]
