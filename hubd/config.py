@@ -105,7 +105,9 @@ Network = Annotated[
     PlainSerializer(str, return_type=str),
 ]
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 
 
 def _domain(value: object) -> str:
@@ -131,8 +133,11 @@ class _Section(BaseModel):
 
 
 class NodeConfig(_Section):
-    name: str = Field("hub", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
-                      description="Unique in the cluster; appears in XSHADOW and Received:.")
+    name: str = Field(
+        "hub",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="Unique in the cluster; appears in XSHADOW and Received:.",
+    )
     hostname: str = Field("localhost", description="EHLO and banner name.")
     data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
 
@@ -148,10 +153,12 @@ class SmtpConfig(_Section):
     max_ack_delay: Duration = timedelta(seconds=30)
     max_received_headers: PositiveInt = 50
     max_recipients: PositiveInt = Field(1000, description="RCPTs per message; more get 452.")
-    max_line_length: int = Field(8192, ge=1001, le=1_048_576,
-                                 description="Longest command or text line, CRLF included.")
-    idle_timeout: Duration = Field(timedelta(minutes=5),
-                                   description="Idle time per command, and for all of DATA.")
+    max_line_length: int = Field(
+        8192, ge=1001, le=1_048_576, description="Longest command or text line, CRLF included."
+    )
+    idle_timeout: Duration = Field(
+        timedelta(minutes=5), description="Idle time per command, and for all of DATA."
+    )
     max_sessions: PositiveInt = Field(1000, description="Concurrent sessions; more get 421.")
 
 

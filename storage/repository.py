@@ -234,9 +234,7 @@ class Repository:
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""
         async with self.database.read_engine.connect() as conn:
-            result = await conn.execute(
-                select(func.min(recipients.c.next_attempt_at)).where(_DUE)
-            )
+            result = await conn.execute(select(func.min(recipients.c.next_attempt_at)).where(_DUE))
             return result.scalar_one_or_none()
 
     async def stats(self) -> dict[str, int]:
@@ -267,7 +265,9 @@ class Repository:
                     .order_by(messages.c.received_at, messages.c.id, recipients.c.id)
                 )
             ).tuples()
-            grouped: dict[str, tuple[tuple[str, str, float, int, str | None], list[QueuedRecipient]]] = {}
+            grouped: dict[
+                str, tuple[tuple[str, str, float, int, str | None], list[QueuedRecipient]]
+            ] = {}
             for qid, sender, at, size, mid, addr, state, hop, attempts, due, err in rows:
                 entry = grouped.setdefault(qid, ((qid, sender, at, size, mid), []))
                 entry[1].append(

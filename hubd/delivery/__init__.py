@@ -1,0 +1,1 @@
+"""Delivery: per-next-hop queues, retry and expiry, outbound SMTP and Maildir."""

@@ -1,0 +1,58 @@
+"""What a courier is: something that takes one message to one next hop.
+
+Owns: the job handed to a courier and the per-recipient result it gives back.
+Public: Courier (Protocol), DeliveryJob, RecipientResult.
+Limits: a courier never raises for a delivery failure; it returns a result per recipient
+(transient: 4xx, permanent: 5xx), as chasquid's couriers say whether an error is permanent.
+See also: delivery/maildir.py, delivery/smtp_client.py, delivery/scheduler.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hubd.routing import NextHop
+from storage import ClaimedRecipient
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One message's recipients that share a next hop, with the message's bytes."""
+
+    next_hop: NextHop
+    queue_id: str
+    sender: str
+    received_at: float
+    message_id: str | None
+    body: bytes
+    recipients: Sequence[ClaimedRecipient]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """How one recipient's attempt ended: the (remote or local) reply and who gave it."""
+
+    recipient: ClaimedRecipient
+    code: int
+    text: str
+    remote: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def transient(self) -> bool:
+        return not 500 <= self.code < 600 and not self.delivered
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class Courier(Protocol):
+    """Takes a job to its next hop and reports each recipient's result."""
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]: ...

@@ -1,0 +1,107 @@
+"""Final delivery into Maildir for the node's local domains.
+
+Owns: the mapping of a local part to a safe directory name, and idempotent, durable delivery
+(tmp, fsync, rename into new/, fsync of new/).
+Public: MaildirCourier, mailbox_dirname(), local_part_from_dirname(), maildir_filename().
+Failures: an OSError becomes a transient 451 4.3.0 result (disk full, permissions).
+Limits: local parts are matched ASCII case-insensitively; the file name derives from the queue
+id and the recipient, so a repeat after a crash finds the first copy in new/ (or in cur/ as
+"name:2,") and writes no second one. Files keep the CRLF line ends of the wire.
+See also: DESIGN.md (Mailboxes); the stdlib `mailbox` module makes the folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import mailbox
+import os
+import re
+from pathlib import Path
+
+from hubd.delivery.courier import DeliveryJob, RecipientResult
+
+_PLAIN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+_ENCODED_PREFIX = "="  # never the first character of a plain name
+
+
+def mailbox_dirname(local_part: str) -> str:
+    """The directory name of a local part: itself when plain, else a reversible encoding."""
+    folded = local_part.lower() if local_part.isascii() else local_part
+    if _PLAIN.match(folded) and ".." not in folded:
+        return folded
+    encoded = base64.b32encode(folded.encode("utf-8")).decode("ascii").rstrip("=").lower()
+    return _ENCODED_PREFIX + encoded
+
+
+def local_part_from_dirname(name: str) -> str:
+    """Undo mailbox_dirname() (for the folded local part)."""
+    if not name.startswith(_ENCODED_PREFIX):
+        return name
+    data = name[1:].upper()
+    return base64.b32decode(data + "=" * (-len(data) % 8)).decode("utf-8")
+
+
+def maildir_filename(received_at: float, queue_id: str, recipient: str, host: str) -> str:
+    """The deterministic Maildir file name for one recipient's copy of one message."""
+    digest = hashlib.sha256(recipient.lower().encode("utf-8", "surrogateescape")).hexdigest()
+    safe_host = re.sub(r"[^A-Za-z0-9.-]", "_", host)
+    return f"{int(received_at)}.{queue_id}_{digest[:16]}.{safe_host}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def deliver_file(folder: Path, name: str, data: bytes) -> bool:
+    """Put `data` into the Maildir `folder` as `name`; False when it is already there."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    mailbox.Maildir(folder, create=True)  # tmp/, new/, cur/ with the usual modes
+    final = folder / "new" / name
+    if final.exists() or (folder / "cur" / f"{name}:2,").exists():
+        return False
+    temporary = folder / "tmp" / name
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.rename(final)
+    _fsync_dir(folder / "new")
+    return True
+
+
+class MaildirCourier:
+    """Delivers local-domain recipients into `root/<domain>/<local-part>/`."""
+
+    def __init__(self, root: Path, hostname: str) -> None:
+        self._root = root
+        self._hostname = hostname
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        return await asyncio.to_thread(self._deliver_all, job)
+
+    def _deliver_all(self, job: DeliveryJob) -> list[RecipientResult]:
+        trace = f"Return-Path: <{job.sender}>\r\n".encode("utf-8", "surrogateescape")
+        data = trace + job.body
+        results = []
+        for recipient in job.recipients:
+            local_part = recipient.address.rpartition("@")[0]
+            folder = self._root / job.next_hop.name / mailbox_dirname(local_part)
+            name = maildir_filename(
+                job.received_at, job.queue_id, recipient.address, self._hostname
+            )
+            try:
+                written = deliver_file(folder, name, data)
+            except OSError as error:
+                results.append(
+                    RecipientResult(recipient, 451, f"4.3.0 Mailbox write failed: {error}")
+                )
+                continue
+            text = "2.0.0 Delivered to mailbox" if written else "2.0.0 Already in mailbox"
+            results.append(RecipientResult(recipient, 250, text, remote=str(folder)))
+        return results

@@ -1,0 +1,220 @@
+"""The delivery scheduler: claims due recipients and runs them through per-next-hop queues.
+
+Owns: the loop that leases due work from storage, groups it by message and next hop, bounds
+concurrency per next hop, and records each result (delivered, deferred, failed) with its
+tracking line.
+Public: Scheduler, decide_outcome().
+Failures: a courier that raises is logged and its recipients deferred with 451 4.3.0.
+Limits: at most `max_in_flight` recipients are leased at once; one scheduler per database.
+See also: delivery/retry.py (when to retry), storage/repository.py (claim and record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
+from hubd.delivery.retry import EXPIRED, RetryPolicy, next_attempt
+from hubd.routing import HopKind, NextHop, Router
+from hubd.tracking import Tracker, TrackingEvent
+from storage import ClaimedRecipient, RecipientOutcome, RecipientState, Repository
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: RecipientOutcome
+    event: TrackingEvent
+
+
+def decide_outcome(
+    result: RecipientResult,
+    hop: NextHop,
+    policy: RetryPolicy,
+    *,
+    received_at: float,
+    now: float,
+) -> Decision:
+    """Turn one courier result into the recipient's new state and its tracking event."""
+    recipient = result.recipient
+    if result.delivered:
+        event = TrackingEvent.DELIVER if hop.kind is HopKind.LOCAL else TrackingEvent.SEND
+        state = RecipientState.DELIVERED
+        return Decision(
+            RecipientOutcome(recipient.recipient_id, state, hop.key, result.reply), event
+        )
+    if result.transient:
+        when = next_attempt(
+            policy, received_at=received_at, attempts=recipient.attempts + 1, now=now
+        )
+        if when != EXPIRED:
+            outcome = RecipientOutcome(
+                recipient.recipient_id, RecipientState.PENDING, hop.key, result.reply, float(when)
+            )
+            return Decision(outcome, TrackingEvent.DEFER)
+        reply = f"{result.reply} (expired: message too old to retry)"
+        failed = RecipientOutcome(recipient.recipient_id, RecipientState.FAILED, hop.key, reply)
+        return Decision(failed, TrackingEvent.FAIL)
+    failed = RecipientOutcome(recipient.recipient_id, RecipientState.FAILED, hop.key, result.reply)
+    return Decision(failed, TrackingEvent.FAIL)
+
+
+class Scheduler:
+    """Runs deliveries for one node."""
+
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        router: Router,
+        couriers: Mapping[HopKind, Courier],
+        policy: RetryPolicy,
+        tracker: Tracker,
+        clock: Callable[[], float],
+        owner: str,
+        concurrency_per_hop: int,
+        max_in_flight: int = 512,
+        claim_batch: int = 256,
+    ) -> None:
+        self._repository = repository
+        self._router = router
+        self._couriers = couriers
+        self._policy = policy
+        self._tracker = tracker
+        self._clock = clock
+        self._owner = owner
+        self._concurrency = concurrency_per_hop
+        self._max_in_flight = max_in_flight
+        self._claim_batch = claim_batch
+        self._hop_slots: dict[str, asyncio.Semaphore] = {}
+        self._in_flight = 0
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="delivery-scheduler")
+
+    def wake(self) -> None:
+        """New work may be due now (a message was committed, or a job finished)."""
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming, let jobs in flight finish for up to `timeout`, then cancel them."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._jobs:
+            _, pending = await asyncio.wait(self._jobs, timeout=timeout)
+            for job in pending:
+                job.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._repository.release_leases()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self._claim()
+            except Exception:
+                log.exception("claiming due work failed")
+                claimed = []
+            if claimed:
+                self._dispatch(claimed)
+                continue
+            await self._sleep()
+
+    async def _claim(self) -> list[ClaimedRecipient]:
+        room = min(self._max_in_flight - self._in_flight, self._claim_batch)
+        if room <= 0:
+            return []
+        return await self._repository.claim_due(self._clock(), room, self._owner)
+
+    async def _sleep(self) -> None:
+        timeout = IDLE_POLL_SECONDS
+        if self._in_flight < self._max_in_flight:
+            due = await self._repository.next_due()
+            if due is not None:
+                timeout = min(max(due - self._clock(), 0.0), IDLE_POLL_SECONDS)
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def _dispatch(self, claimed: list[ClaimedRecipient]) -> None:
+        groups: dict[tuple[int, NextHop], list[ClaimedRecipient]] = defaultdict(list)
+        for recipient in claimed:
+            hop = self._router.next_hop(recipient.address.rpartition("@")[2])
+            groups[(recipient.message, hop)].append(recipient)
+        for (_, hop), recipients in groups.items():
+            self._in_flight += len(recipients)
+            task = asyncio.create_task(self._run_job(hop, recipients), name=f"deliver-{hop.key}")
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, hop: NextHop, recipients: list[ClaimedRecipient]) -> None:
+        try:
+            slots = self._hop_slots.setdefault(hop.key, asyncio.Semaphore(self._concurrency))
+            async with slots:
+                results = await self._attempt(hop, recipients)
+            await self._record(hop, recipients[0], results)
+        except Exception:
+            log.exception("delivery job for %s failed", recipients[0].queue_id)
+        finally:
+            self._in_flight -= len(recipients)
+            self._wake.set()
+
+    async def _attempt(
+        self, hop: NextHop, recipients: list[ClaimedRecipient]
+    ) -> list[RecipientResult]:
+        first = recipients[0]
+        courier = self._couriers.get(hop.kind)
+        if courier is None:
+            text = f"4.4.0 No courier for {hop.kind} next hops"
+            return [RecipientResult(r, 451, text) for r in recipients]
+        body = await self._repository.load_body(first.message)
+        if body is None:
+            return [RecipientResult(r, 451, "4.3.0 Message body missing") for r in recipients]
+        job = DeliveryJob(
+            hop, first.queue_id, first.sender, first.received_at, first.message_id, body, recipients
+        )
+        try:
+            return await courier.deliver(job)
+        except Exception as error:
+            log.exception("courier %s failed on %s", hop.key, first.queue_id)
+            return [
+                RecipientResult(r, 451, f"4.3.0 Local delivery error: {error}") for r in recipients
+            ]
+
+    async def _record(
+        self, hop: NextHop, first: ClaimedRecipient, results: list[RecipientResult]
+    ) -> None:
+        now = self._clock()
+        decisions = [
+            decide_outcome(result, hop, self._policy, received_at=first.received_at, now=now)
+            for result in results
+        ]
+        await self._repository.record_outcomes([d.outcome for d in decisions])
+        for decision, result in zip(decisions, results, strict=True):
+            self._tracker.record(
+                decision.event,
+                queue_id=first.queue_id,
+                sender=first.sender,
+                recipients=[result.recipient.address],
+                message_id=first.message_id,
+                next_hop=hop.key,
+                reply=decision.outcome.reply,
+                size=first.size,
+                remote=result.remote or None,
+                attempt=result.recipient.attempts + 1,
+            )

@@ -1,0 +1,138 @@
+"""Outbound SMTP with aiosmtplib: one message to the first next hop that takes it.
+
+Owns: trying a next hop's hosts in order, STARTTLS per `[delivery] tls`, and turning every
+client error into per-recipient results.
+Public: SmtpCourier.
+Failures: none raised; a connection failure, a 421 or a 4xx before the recipients are known
+moves on to the next host; when none is left every recipient gets the last transient result.
+Limits: one connection per job (no reuse yet); no PIPELINING (aiosmtplib has none).
+See also: LIBNOTES.md section 2 (aiosmtplib's errors and STARTTLS default).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import aiosmtplib
+
+from hubd.config import HostPort
+from hubd.delivery.courier import DeliveryJob, RecipientResult
+
+log = logging.getLogger(__name__)
+
+TlsMode = Literal["off", "opportunistic", "verify"]
+
+
+@dataclass(frozen=True, slots=True)
+class _HostFailed(Exception):
+    """This host did not take the message; the next one may."""
+
+    code: int
+    text: str
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    local_hostname: str
+    source_host: str | None
+    tls: TlsMode
+    tls_ca: Path | None
+    connect_timeout: float
+    command_timeout: float
+
+
+def _tls_arguments(settings: SmtpSettings) -> dict[str, object]:
+    if settings.tls == "off":
+        return {"start_tls": False}
+    if settings.tls == "verify":
+        context = ssl.create_default_context(
+            cafile=str(settings.tls_ca) if settings.tls_ca else None
+        )
+        return {"start_tls": True, "tls_context": context}
+    # Opportunistic: upgrade when offered, without verification (RFC 7435).
+    return {"start_tls": None, "validate_certs": False}
+
+
+def _split(error: aiosmtplib.SMTPResponseException) -> tuple[int, str]:
+    return error.code, error.message.replace("\r", " ").replace("\n", " ")
+
+
+class SmtpCourier:
+    """Delivers jobs over SMTP to the hosts of their next hop, in order."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        last = _HostFailed(451, "4.4.1 No next hop host could be reached", "")
+        for host in job.next_hop.hosts:
+            try:
+                return await self._send(host, job)
+            except _HostFailed as failure:
+                log.info(
+                    "next hop %s for %s: %s %s", host, job.queue_id, failure.code, failure.text
+                )
+                last = failure
+        return [RecipientResult(r, last.code, last.text, last.remote) for r in job.recipients]
+
+    async def _send(self, host: HostPort, job: DeliveryJob) -> list[RecipientResult]:
+        settings = self._settings
+        remote = str(host)
+        client = aiosmtplib.SMTP(
+            hostname=host.host,
+            port=host.port,
+            local_hostname=settings.local_hostname,
+            source_address=(settings.source_host, 0) if settings.source_host else None,
+            timeout=settings.command_timeout,
+            **_tls_arguments(settings),  # type: ignore[arg-type]
+        )
+        try:
+            await client.connect(timeout=settings.connect_timeout)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            raise _HostFailed(
+                451, f"4.4.1 Connection to {remote} failed: {error}", remote
+            ) from None
+        try:
+            return await self._transaction(client, job, remote)
+        finally:
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, job: DeliveryJob, remote: str
+    ) -> list[RecipientResult]:
+        addresses = [r.address for r in job.recipients]
+        try:
+            refused, data_reply = await client.sendmail(job.sender, addresses, job.body)
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            by_address = {e.recipient: (e.code, e.message) for e in error.recipients}
+            return [
+                RecipientResult(r, *by_address.get(r.address, (451, "4.3.0 Refused")), remote)
+                for r in job.recipients
+            ]
+        except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as error:
+            code, text = _split(error)
+            if code < 500:
+                raise _HostFailed(code, text, remote) from None
+            return [RecipientResult(r, code, text, remote) for r in job.recipients]
+        except aiosmtplib.SMTPResponseException as error:
+            code, text = _split(error)
+            raise _HostFailed(code if code < 500 else 451, text, remote) from None
+        except (aiosmtplib.SMTPException, OSError) as error:
+            raise _HostFailed(451, f"4.4.2 Lost connection to {remote}: {error}", remote) from None
+        results = []
+        for recipient in job.recipients:
+            if recipient.address in refused:
+                response = refused[recipient.address]
+                results.append(RecipientResult(recipient, response.code, response.message, remote))
+            else:
+                results.append(RecipientResult(recipient, 250, data_reply, remote))
+        return results

@@ -1,0 +1,64 @@
+"""Committing a received message: the queue rows, the RECEIVE line, the scheduler's wake-up.
+
+Owns: the step between "DATA is complete" and "250 queued": categorise each recipient, commit
+message and envelope in one (grouped) transaction, then log and wake delivery.
+Public: Intake.
+Failures: a storage error propagates to the session, which answers 451 4.3.0.
+See also: hubd/smtp/handler.py (the caller), storage/repository.py (enqueue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hubd.routing import Router
+from hubd.smtp.handler import ReceivedMessage
+from hubd.tracking import Tracker, TrackingEvent
+from storage import NewMessage, NewRecipient, Repository
+
+
+class Intake:
+    """Commits received messages for one node."""
+
+    def __init__(
+        self,
+        *,
+        repository: Repository,
+        router: Router,
+        tracker: Tracker,
+        origin_prefix: str,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._repository = repository
+        self._router = router
+        self._tracker = tracker
+        self._origin_prefix = origin_prefix
+        self._on_commit = on_commit
+
+    async def __call__(self, message: ReceivedMessage) -> None:
+        recipients = [
+            NewRecipient(address, self._router.next_hop(address.rpartition("@")[2]).key)
+            for address in message.recipients
+        ]
+        await self._repository.enqueue(
+            NewMessage(
+                queue_id=message.queue_id,
+                sender=message.sender,
+                recipients=recipients,
+                body=message.data,
+                received_at=message.received_at,
+                message_id=message.message_id,
+                origin=f"{self._origin_prefix}.{message.queue_id}",
+                client=f"{message.helo} [{message.client_ip}]",
+            )
+        )
+        self._tracker.record(
+            TrackingEvent.RECEIVE,
+            queue_id=message.queue_id,
+            sender=message.sender,
+            recipients=message.recipients,
+            message_id=message.message_id,
+            size=len(message.data),
+            client=message.client_ip,
+        )
+        self._on_commit()

@@ -1,0 +1,185 @@
+"""One running hubd node: storage, intake, delivery and listeners, started and stopped in order.
+
+Owns: the order of start-up (open the queue, release leases of a dead run, start the writer,
+the scheduler, then the listeners) and of shutdown (stop accepting, let commits in flight
+answer, finish deliveries in flight, commit, close the database).
+Public: Node.
+Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken.
+See also: hubd/cli.py (`hubd serve`), DESIGN.md (the life of a message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Callable
+
+from hubd.config import Config, HostPort
+from hubd.delivery.maildir import MaildirCourier
+from hubd.delivery.retry import RetryPolicy
+from hubd.delivery.scheduler import Scheduler
+from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
+from hubd.intake import Intake
+from hubd.routing import HopKind, RouteTable, Router
+from hubd.smtp.handler import InboundHandler, InboundLimits
+from hubd.smtp.relay import RelayPolicy
+from hubd.smtp.server import Listener, SessionRegistry, start_listener
+from hubd.tracking import Tracker
+from storage import Database, Repository, Writer, open_database
+
+log = logging.getLogger(__name__)
+
+
+def _source_host(listen: list[HostPort]) -> str | None:
+    # Bind outbound connections to the node's own address, so peers on loopback can tell
+    # nodes apart; a wildcard listener leaves the choice to the kernel.
+    if not listen:
+        return None
+    try:
+        address = ipaddress.ip_address(listen[0].host)
+    except ValueError:
+        return None
+    return None if address.is_unspecified else str(address)
+
+
+class Node:
+    """A hubd node inside the current event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.listeners: list[Listener] = []
+        self.database: Database | None = None
+        self.repository: Repository | None = None
+        self._writer: Writer | None = None
+        self._scheduler: Scheduler | None = None
+        self._tracker: Tracker | None = None
+        self._registry = SessionRegistry(config.smtp.max_sessions)
+
+    @property
+    def relay_addresses(self) -> list[HostPort]:
+        """The addresses the relay listeners really bound (ports resolved when 0)."""
+        return [listener.address for listener in self.listeners]
+
+    async def start(self) -> None:
+        """Open the queue, resume its work, and start accepting mail."""
+        config = self.config
+        data_dir = config.node.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.database = await open_database(data_dir / "queue.db", now=self._clock)
+        self._writer = Writer(self.database.write_engine)
+        self._writer.start()
+        self.repository = Repository(self.database, self._writer)
+        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        released = await self.repository.release_leases(except_owner=owner)
+        if released:
+            log.warning("resuming %d recipients that a previous run was delivering", released)
+        self._tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
+        router = Router(config.local_domains, RouteTable(config.routes))
+        self._scheduler = self._make_scheduler(router, owner)
+        self._scheduler.start()
+        intake = Intake(
+            repository=self.repository,
+            router=router,
+            tracker=self._tracker,
+            origin_prefix=f"{config.node.name}.{self.database.incarnation}",
+            on_commit=self._scheduler.wake,
+        )
+        handler = InboundHandler(
+            hostname=config.node.hostname,
+            policy=RelayPolicy(
+                router=router,
+                trusted_networks=config.smtp.trusted_networks,
+                catch_all=config.mailboxes.catch_all,
+                known_recipients=frozenset(config.mailboxes.recipients),
+            ),
+            limits=InboundLimits(config.smtp.max_recipients, config.smtp.max_received_headers),
+            intake=intake,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        for address in config.smtp.listen:
+            self.listeners.append(
+                await start_listener(
+                    address,
+                    handler,
+                    self._registry,
+                    hostname=config.node.hostname,
+                    max_message_size=config.smtp.max_message_size,
+                    max_line_length=config.smtp.max_line_length,
+                    idle_timeout=config.smtp.idle_timeout.total_seconds(),
+                )
+            )
+
+    def _make_scheduler(self, router: Router, owner: str) -> Scheduler:
+        config = self.config
+        assert self.repository is not None and self._tracker is not None
+        smtp = SmtpCourier(
+            SmtpSettings(
+                local_hostname=config.node.hostname,
+                source_host=_source_host(config.smtp.listen),
+                tls=config.delivery.tls,
+                tls_ca=config.delivery.tls_ca,
+                connect_timeout=config.delivery.connect_timeout.total_seconds(),
+                command_timeout=config.delivery.command_timeout.total_seconds(),
+            )
+        )
+        return Scheduler(
+            repository=self.repository,
+            router=router,
+            couriers={
+                HopKind.LOCAL: MaildirCourier(config.mailbox_dir, config.node.hostname),
+                HopKind.ROUTE: smtp,
+            },
+            policy=RetryPolicy(
+                intervals=[d.total_seconds() for d in config.queue.retry],
+                expiry=config.queue.expiry.total_seconds(),
+            ),
+            tracker=self._tracker,
+            clock=self._clock,
+            owner=owner,
+            concurrency_per_hop=config.delivery.concurrency_per_hop,
+        )
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, drain sessions and deliveries (bounded), close the queue."""
+        for listener in self.listeners:
+            listener.server.close()
+        await self._registry.drain(timeout)
+        for listener in self.listeners:
+            await listener.server.wait_closed()
+        self.listeners.clear()
+        if self._scheduler is not None:
+            await self._scheduler.stop(timeout)
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._tracker is not None:
+            self._tracker.close()
+        if self.database is not None:
+            await self.database.close()
+
+    async def run_until_signalled(self, on_ready: Callable[[Node], None] | None = None) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await self.start()
+        if on_ready is not None:
+            on_ready(self)
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()

@@ -1,0 +1,6 @@
+"""Routing: which next hop each recipient domain goes to."""
+
+from hubd.routing.resolve import HopKind, NextHop, Router
+from hubd.routing.routes import RouteTable
+
+__all__ = ["HopKind", "NextHop", "RouteTable", "Router"]

@@ -1,0 +1,176 @@
+"""The aiosmtpd glue: a listener whose sessions speak hubd's replies and limits.
+
+Owns: the SMTP subclass (enhanced codes on every reply, 421 on idle timeout and on too many
+sessions, the line-length limit), and the registry of live sessions used to drain at shutdown.
+Public: Listener, SessionRegistry, start_listener().
+Limits: relies on aiosmtpd 1.4.6 internals `_handle_client`, `_timeout_cb` and `push`; the
+version is pinned and tests/integration/test_bad_input.py exercises each of them.
+See also: hubd/smtp/handler.py (the decisions), hubd/replies.py (the texts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from hubd import replies
+from hubd.config import HostPort
+from hubd.replies import with_enhanced_code
+from hubd.smtp.handler import InboundHandler
+
+log = logging.getLogger(__name__)
+
+MAX_COMMANDS_PER_SESSION = 10_000  # per verb; a session past it gets 421 and is closed
+
+
+class SessionRegistry:
+    """The live sessions of a node, so that shutdown can drain and close them."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._live: set[HubSMTP] = set()
+        self._committing = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def admit(self, session: HubSMTP) -> bool:
+        if len(self._live) >= self.max_sessions:
+            return False
+        self._live.add(session)
+        return True
+
+    def leave(self, session: HubSMTP) -> None:
+        self._live.discard(session)
+
+    def commit_started(self) -> None:
+        self._committing += 1
+        self._idle.clear()
+
+    def commit_finished(self) -> None:
+        self._committing -= 1
+        if self._committing == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Let commits in flight answer their clients, then close every session with 421."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d commits still in flight at shutdown", self._committing)
+        for session in list(self._live):
+            session.close_with(replies.SHUTTING_DOWN)
+
+
+class HubSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's SMTP with hubd's reply texts and limits."""
+
+    def __init__(
+        self,
+        handler: InboundHandler,
+        registry: SessionRegistry,
+        *,
+        line_length_limit: int,
+        **kwargs: Any,
+    ) -> None:
+        self._registry = registry
+        self._raw_replies = False
+        # Read by SMTP.__init__ to size the stream buffer, so it must be set before it runs.
+        self.line_length_limit = line_length_limit
+        super().__init__(handler, **kwargs)
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and not self._raw_replies:
+            status = with_enhanced_code(status)  # type: ignore[assignment]
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # RFC 2034: EHLO's own reply lines carry no enhanced codes.
+        self._raw_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._raw_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._registry.commit_started()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._registry.commit_finished()
+
+    async def _handle_client(self) -> None:
+        if not self._registry.admit(self):
+            await self.push(str(replies.TOO_MANY_SESSIONS))
+            self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            self._registry.leave(self)
+
+    def _timeout_cb(self) -> None:
+        self.close_with(replies.IDLE_TIMEOUT)
+
+    def close_with(self, reply: replies.Reply) -> None:
+        """Send a final reply and close the connection."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"{reply}\r\n".encode())
+            self.transport.close()
+
+
+@dataclass(slots=True)
+class Listener:
+    """A bound listening socket and the address it really got."""
+
+    server: asyncio.Server
+    address: HostPort
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def start_listener(
+    address: HostPort,
+    handler: InboundHandler,
+    registry: SessionRegistry,
+    *,
+    hostname: str,
+    max_message_size: int,
+    max_line_length: int,
+    idle_timeout: float,
+) -> Listener:
+    """Bind `address` and serve SMTP sessions on it."""
+
+    def factory() -> HubSMTP:
+        return HubSMTP(
+            handler,
+            registry,
+            line_length_limit=max_line_length,
+            hostname=hostname,
+            ident="ESMTP hubd",
+            data_size_limit=max_message_size,
+            enable_SMTPUTF8=True,
+            timeout=idle_timeout,
+            command_call_limit=MAX_COMMANDS_PER_SESSION,
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host=address.host, port=address.port)
+    bound = server.sockets[0].getsockname()
+    return Listener(server, HostPort(host=address.host, port=bound[1]))
