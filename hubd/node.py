@@ -26,7 +26,7 @@ from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
-from hubd.routing import HopKind, RouteTable, Router
+from hubd.routing import HopKind, Router, RouteTable
 from hubd.smtp.handler import InboundHandler, InboundLimits
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Listener, SessionRegistry, start_listener
@@ -68,6 +68,7 @@ class Node:
         self._scheduler: Scheduler | None = None
         self._tracker: Tracker | None = None
         self._registry = SessionRegistry(config.smtp.max_sessions)
+        self._stopped = False
 
     @property
     def relay_addresses(self) -> list[HostPort]:
@@ -126,7 +127,8 @@ class Node:
 
     def _make_scheduler(self, router: Router, owner: str) -> Scheduler:
         config = self.config
-        assert self.repository is not None and self._tracker is not None
+        assert self.repository is not None
+        assert self._tracker is not None
         smtp = SmtpCourier(
             SmtpSettings(
                 local_hostname=config.node.hostname,
@@ -154,16 +156,19 @@ class Node:
             concurrency_per_hop=config.delivery.concurrency_per_hop,
         )
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, drain sessions and deliveries (bounded), close the queue."""
+        if self._stopped:
+            return
+        self._stopped = True
         for listener in self.listeners:
             listener.server.close()
-        await self._registry.drain(timeout)
+        await self._registry.drain(grace)
         for listener in self.listeners:
             await listener.server.wait_closed()
         self.listeners.clear()
         if self._scheduler is not None:
-            await self._scheduler.stop(timeout)
+            await self._scheduler.stop(grace)
         if self._writer is not None:
             await self._writer.stop()
         if self._tracker is not None:

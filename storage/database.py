@@ -11,6 +11,7 @@ See also: storage/writer.py (the only user of the write engine), LIBNOTES.md sec
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sqlite3
@@ -25,8 +26,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.schema import SCHEMA_VERSION, meta, metadata
 from storage.errors import QueueCorrupt, SchemaTooNew
+from storage.schema import SCHEMA_VERSION, meta, metadata
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _prepare(conn: Connection, make_incarnation: Callable[[], str]) -> str:
                 ],
             )
             return incarnation
-        rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+        rows = dict(conn.execute(select(meta.c.key, meta.c.value)).all())
         version = int(rows.get("schema_version", "0"))
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
@@ -148,13 +149,9 @@ def _prepare(conn: Connection, make_incarnation: Callable[[], str]) -> str:
         return rows["incarnation"]
 
 
-async def open_database(
-    path: Path,
-    *,
-    now: Callable[[], float] = time.time,
-    make_incarnation: Callable[[], str] = lambda: secrets.token_hex(8),
-) -> Database:
-    """Open (or create) the queue database at `path`, moving a corrupt file aside first."""
+def _open_file(
+    path: Path, now: Callable[[], float], make_incarnation: Callable[[], str]
+) -> tuple[Engine, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         try:
@@ -172,4 +169,15 @@ async def open_database(
     finally:
         # The writer opens its own connection in its own thread.
         write_engine.dispose()
+    return write_engine, incarnation
+
+
+async def open_database(
+    path: Path,
+    *,
+    now: Callable[[], float] = time.time,
+    make_incarnation: Callable[[], str] = lambda: secrets.token_hex(8),
+) -> Database:
+    """Open (or create) the queue database at `path`, moving a corrupt file aside first."""
+    write_engine, incarnation = await asyncio.to_thread(_open_file, path, now, make_incarnation)
     return Database(path, write_engine, _read_engine(path), incarnation)

@@ -162,7 +162,7 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
         .join(messages, messages.c.id == recipients.c.message)
         .where(recipients.c.id.in_(ids))
         .order_by(recipients.c.next_attempt_at, recipients.c.id)
-    ).tuples()
+    )
     return [ClaimedRecipient(*row) for row in rows]
 
 
@@ -189,7 +189,7 @@ def _record(conn: Connection, outcomes: Sequence[RecipientOutcome]) -> list[str]
     finished = select(messages.c.id, messages.c.queue_id).where(
         messages.c.id.in_(touched), messages.c.id.not_in(still_pending)
     )
-    done = conn.execute(finished).tuples().all()
+    done = conn.execute(finished).all()
     if done:
         conn.execute(delete(messages).where(messages.c.id.in_([pk for pk, _ in done])))
     return [queue_id for _, queue_id in done]
@@ -241,30 +241,28 @@ class Repository:
         """Durable counters (commits:<kind>, ops:<kind>)."""
         async with self.database.read_engine.connect() as conn:
             result = await conn.execute(select(stats.c.name, stats.c.value))
-            return dict(result.tuples().all())
+            return dict(result.all())
 
     async def list_messages(self) -> list[QueuedMessage]:
         """Every queued message with its recipients, oldest first."""
         async with self.database.read_engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        messages.c.queue_id,
-                        messages.c.sender,
-                        messages.c.received_at,
-                        messages.c.size,
-                        messages.c.message_id,
-                        recipients.c.address,
-                        recipients.c.state,
-                        recipients.c.next_hop,
-                        recipients.c.attempts,
-                        recipients.c.next_attempt_at,
-                        recipients.c.last_error,
-                    )
-                    .join(recipients, recipients.c.message == messages.c.id)
-                    .order_by(messages.c.received_at, messages.c.id, recipients.c.id)
+            rows = await conn.execute(
+                select(
+                    messages.c.queue_id,
+                    messages.c.sender,
+                    messages.c.received_at,
+                    messages.c.size,
+                    messages.c.message_id,
+                    recipients.c.address,
+                    recipients.c.state,
+                    recipients.c.next_hop,
+                    recipients.c.attempts,
+                    recipients.c.next_attempt_at,
+                    recipients.c.last_error,
                 )
-            ).tuples()
+                .join(recipients, recipients.c.message == messages.c.id)
+                .order_by(messages.c.received_at, messages.c.id, recipients.c.id)
+            )
             grouped: dict[
                 str, tuple[tuple[str, str, float, int, str | None], list[QueuedRecipient]]
             ] = {}

@@ -4,8 +4,8 @@ Owns: the write connection; batching queued write operations into one transactio
 Public: Writer (start(), submit(), stop()), WriteOp.
 Failures: an operation that raises is rolled back alone (a savepoint per operation) and its
 caller gets the exception; a failed COMMIT fails every caller of that batch.
-Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the writer's
-own thread (one hop per batch, not per statement); keep them short. Batches hold at most `max_batch` operations.
+Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the
+writer's own thread (one hop per batch, not per statement); keep them short. Batches hold at most `max_batch` operations.
 See also: storage/repository.py (the operations), LIBNOTES.md section 5 (group commit).
 """
 
@@ -15,10 +15,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects.sqlite import insert

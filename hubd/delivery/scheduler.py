@@ -107,14 +107,14 @@ class Scheduler:
         """New work may be due now (a message was committed, or a job finished)."""
         self._wake.set()
 
-    async def stop(self, timeout: float) -> None:
-        """Stop claiming, let jobs in flight finish for up to `timeout`, then cancel them."""
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let jobs in flight finish for up to `grace` seconds, then cancel them."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             await self._task
         if self._jobs:
-            _, pending = await asyncio.wait(self._jobs, timeout=timeout)
+            _, pending = await asyncio.wait(self._jobs, timeout=grace)
             for job in pending:
                 job.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -139,12 +139,13 @@ class Scheduler:
         return await self._repository.claim_due(self._clock(), room, self._owner)
 
     async def _sleep(self) -> None:
+        # Clear first: a wake-up that arrives while next_due() runs must not be lost.
+        self._wake.clear()
         timeout = IDLE_POLL_SECONDS
         if self._in_flight < self._max_in_flight:
             due = await self._repository.next_due()
             if due is not None:
                 timeout = min(max(due - self._clock(), 0.0), IDLE_POLL_SECONDS)
-        self._wake.clear()
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()

@@ -58,10 +58,10 @@ class SessionRegistry:
         if self._committing == 0:
             self._idle.set()
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, grace: float) -> None:
         """Let commits in flight answer their clients, then close every session with 421."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 await self._idle.wait()
         except TimeoutError:
             log.warning("%d commits still in flight at shutdown", self._committing)

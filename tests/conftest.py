@@ -1,0 +1,68 @@
+"""Shared fixtures: in-process nodes on their own loopback addresses, real files in tmp_path."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubd.config import parse_config
+from hubd.node import Node
+from hubd.testing import free_loopback_address
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "messages"
+
+NodeFactory = Callable[..., Awaitable[Node]]
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge config dictionaries (tables merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def node_settings(data_dir: Path, name: str, host: str, port: int = 0) -> dict[str, Any]:
+    """A test node's configuration: its own address, fast retries, short timeouts."""
+    return {
+        "local_domains": [],
+        "node": {"name": name, "hostname": f"{name}.hubd.test", "data_dir": str(data_dir)},
+        "smtp": {"listen": [f"{host}:{port}"], "trusted_networks": ["127.0.0.0/8"]},
+        "queue": {"retry": ["1s"], "expiry": "1h"},
+        "delivery": {"tls": "off", "connect_timeout": "5s", "command_timeout": "10s"},
+    }
+
+
+@pytest.fixture
+async def start_node(tmp_path: Path) -> AsyncIterator[NodeFactory]:
+    """Start in-process nodes; each gets its own 127.0.x.y and data dir; all stop at the end."""
+    nodes: list[Node] = []
+
+    async def start(
+        name: str = "hub", address: tuple[str, int] | None = None, **overrides: Any
+    ) -> Node:
+        host, port = address or (free_loopback_address()[0], 0)
+        settings = merge(node_settings(tmp_path / name, name, host, port), overrides)
+        node = Node(parse_config(settings))
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in reversed(nodes):
+        await node.stop(grace=5)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The shared corpus of real messages (../shared/corpus/messages)."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing: expected it at {CORPUS}")
+    return CORPUS
