@@ -5,7 +5,8 @@ Public: Writer (start(), submit(), stop()), WriteOp.
 Failures: an operation that raises is rolled back alone (a savepoint per operation) and its
 caller gets the exception; a failed COMMIT fails every caller of that batch.
 Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the
-writer's own thread (one hop per batch, not per statement); keep them short. Batches hold at most `max_batch` operations.
+writer's own thread (one hop per batch, not per statement); keep them short. Batches
+hold at most `max_batch` operations.
 See also: storage/repository.py (the operations), LIBNOTES.md section 5 (group commit).
 """
 
