@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 deps: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hubd demo --dir var/demo
+	$(BIN)/hubd serve -c examples/hubd.toml
 
 test: $(STAMP)
 	$(BIN)/pytest -q

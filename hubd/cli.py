@@ -67,6 +67,12 @@ def serve(
     def ready(node: Node) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
         typer.echo(f"hubd: node {settings.node.name} accepting mail on {addresses}", err=True)
+        domain = settings.local_domains[0] if settings.local_domains else "example.org"
+        typer.echo(
+            f"hubd: try: hubd send --server {node.relay_addresses[0]} --from you@example.org"
+            f" --to user@{domain}   (mailboxes: {settings.mailbox_dir})",
+            err=True,
+        )
 
     try:
         asyncio.run(Node(settings).run_until_signalled(ready))

@@ -204,6 +204,18 @@ class DeliveryConfig(_Section):
         return None if value == "" else value
 
 
+class DnsConfig(_Section):
+    nameservers: list[Address] = Field(
+        default_factory=list, description="host:port of resolvers; empty: the system resolver."
+    )
+    ipv6: Literal["off", "fallback", "strict"] = Field(
+        "fallback",
+        description="off: A only; fallback: AAAA then A, a failed AAAA falls back to A; "
+        "strict: a failed AAAA defers with 451 4.4.0 DNS query failed (Exchange 2007's fault).",
+    )
+    timeout: Duration = Field(timedelta(seconds=5), description="Lifetime of one lookup.")
+
+
 class RouteConfig(_Section):
     domains: list[DomainPattern] = Field(min_length=1)
     next_hops: list[Address] = Field(min_length=1)
@@ -217,6 +229,7 @@ class Config(_Section):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
+    dns: DnsConfig = Field(default_factory=DnsConfig)
 
     @model_validator(mode="after")
     def _check_local_vs_routes(self) -> Config:

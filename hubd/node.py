@@ -27,6 +27,7 @@ from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
 from hubd.routing import HopKind, Router, RouteTable
+from hubd.routing.mx import MxResolver
 from hubd.smtp.handler import InboundHandler, InboundLimits
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Listener, SessionRegistry, start_listener
@@ -137,7 +138,14 @@ class Node:
                 tls_ca=config.delivery.tls_ca,
                 connect_timeout=config.delivery.connect_timeout.total_seconds(),
                 command_timeout=config.delivery.command_timeout.total_seconds(),
-            )
+            ),
+            MxResolver(
+                nameservers=config.dns.nameservers,
+                ipv6=config.dns.ipv6,
+                lifetime=config.dns.timeout.total_seconds(),
+                port=config.delivery.mx_port,
+                rng=self._rng,
+            ),
         )
         return Scheduler(
             repository=self.repository,
@@ -145,6 +153,7 @@ class Node:
             couriers={
                 HopKind.LOCAL: MaildirCourier(config.mailbox_dir, config.node.hostname),
                 HopKind.ROUTE: smtp,
+                HopKind.MX: smtp,
             },
             policy=RetryPolicy(
                 intervals=[d.total_seconds() for d in config.queue.retry],

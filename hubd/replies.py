@@ -54,6 +54,12 @@ SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again later")
 TOO_MANY_SESSIONS = Reply(421, "4.7.0", "Too many connections; try again later")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout exceeded; closing connection")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+# Routing by DNS (RFC 3463 X.4.x, RFC 7505); the 4.4.0 text is Exchange 2007's, verbatim.
+DNS_QUERY_FAILED = Reply(451, "4.4.0", "DNS query failed")
+DNS_SERVER_FAILURE = Reply(451, "4.4.3", "DNS lookup failed; will retry")
+NULL_MX = Reply(556, "5.1.10", "Recipient address has null MX")
+NO_SUCH_DOMAIN = Reply(550, "5.1.2", "Recipient domain does not exist")
+NO_MX_ADDRESS = Reply(550, "5.4.4", "Unable to route: no mail exchanger has an address")
 
 
 def queued(queue_id: str) -> Reply:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hubd.config import parse_config
+from hubd.dns_server import DnsServer
 from hubd.node import Node
 from hubd.testing import free_loopback_address
 
@@ -66,3 +67,13 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.fail(f"the shared corpus is missing: expected it at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """A real DNS server on its own loopback address, with an empty zone to fill in."""
+    host, _ = free_loopback_address()
+    server = DnsServer("", host=host, port=0)
+    server.start()
+    yield server
+    server.stop()

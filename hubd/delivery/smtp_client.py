@@ -1,7 +1,8 @@
 """Outbound SMTP with aiosmtplib: one message to the first next hop that takes it.
 
-Owns: trying a next hop's hosts in order, STARTTLS per `[delivery] tls`, and turning every
-client error into per-recipient results.
+Owns: trying a next hop's hosts in order (a route's list, or the addresses MX resolution
+gives), STARTTLS per `[delivery] tls`, and turning every client error into per-recipient
+results.
 Public: SmtpCourier.
 Failures: none raised; a connection failure, a 421 or a 4xx before the recipients are known
 moves on to the next host; when none is left every recipient gets the last transient result.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,9 @@ import aiosmtplib
 
 from hubd.config import HostPort
 from hubd.delivery.courier import DeliveryJob, RecipientResult
+from hubd.replies import Reply
+from hubd.routing import HopKind
+from hubd.routing.mx import MxResolver
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,13 @@ def _tls_arguments(settings: SmtpSettings) -> dict[str, object]:
     return {"start_tls": None, "validate_certs": False}
 
 
+def _source_for(source: str | None, target: str) -> tuple[str, int] | None:
+    # Bind to the node's own address only within its family: an IPv4 source cannot reach ::1.
+    if source is None or (":" in source) != (":" in target):
+        return None
+    return (source, 0)
+
+
 def _split(error: aiosmtplib.SMTPResponseException) -> tuple[int, str]:
     return error.code, error.message.replace("\r", " ").replace("\n", " ")
 
@@ -65,12 +77,24 @@ def _split(error: aiosmtplib.SMTPResponseException) -> tuple[int, str]:
 class SmtpCourier:
     """Delivers jobs over SMTP to the hosts of their next hop, in order."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, mx: MxResolver | None = None) -> None:
         self._settings = settings
+        self._mx = mx
+
+    async def _hosts(self, job: DeliveryJob) -> Sequence[HostPort] | Reply:
+        if job.next_hop.kind is not HopKind.MX:
+            return job.next_hop.hosts
+        if self._mx is None:
+            return Reply(451, "4.4.0", "MX delivery is not configured")
+        return await self._mx.targets(job.next_hop.name)
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        hosts = await self._hosts(job)
+        if isinstance(hosts, Reply):
+            text = f"{hosts.enhanced} {hosts.text}"
+            return [RecipientResult(r, hosts.code, text) for r in job.recipients]
         last = _HostFailed(451, "4.4.1 No next hop host could be reached", "")
-        for host in job.next_hop.hosts:
+        for host in hosts:
             try:
                 return await self._send(host, job)
             except _HostFailed as failure:
@@ -87,7 +111,7 @@ class SmtpCourier:
             hostname=host.host,
             port=host.port,
             local_hostname=settings.local_hostname,
-            source_address=(settings.source_host, 0) if settings.source_host else None,
+            source_address=_source_for(settings.source_host, host.host),
             timeout=settings.command_timeout,
             **_tls_arguments(settings),  # type: ignore[arg-type]
         )
