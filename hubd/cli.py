@@ -107,6 +107,59 @@ def send(
     raise typer.Exit(1 if failures else 0)
 
 
+@app.command()
+def bench(
+    *,
+    count: Annotated[int, typer.Option(help="How many messages.")] = 2000,
+    size: Annotated[int, typer.Option(help="Bytes per message, headers included.")] = 4096,
+    concurrency: Annotated[int, typer.Option(help="Concurrent SMTP sessions.")] = 10,
+    server: Annotated[
+        str | None, typer.Option(help="host:port of a running node (default: start one).")
+    ] = None,
+    ceiling: Annotated[
+        bool, typer.Option(help="Send to a sink that runs hubd's SMTP code but stores nothing.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every delivery.")] = 600.0,
+) -> None:
+    """Measure accepted messages/s, end-of-DATA latency and time to delivery."""
+    import json
+
+    from hubd.bench import BenchError, BenchMode, BenchSettings, format_report, run_bench
+
+    try:
+        address = HostPort.parse(server) if server is not None else None
+        if address is not None and ceiling:
+            raise ValueError("--server and --ceiling exclude each other")
+        mode = BenchMode.CEILING if ceiling else BenchMode.SERVER if address else BenchMode.NODE
+        settings = BenchSettings(count, size, concurrency, mode, address, timeout)
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+    try:
+        report = run_bench(settings, show_progress=sys.stdout.isatty())
+    except BenchError as error:
+        raise _fail(str(error), 1) from None
+    typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))
+    raise typer.Exit(1 if report.refused else 0)
+
+
+@app.command("bench-sink", hidden=True)
+def bench_sink(listen: Annotated[str, typer.Option(help="host:port to listen on.")]) -> None:
+    """Accept mail with hubd's SMTP code and store nothing (the ceiling of `hubd bench`)."""
+    from hubd.bench import serve_sink
+
+    try:
+        address = HostPort.parse(listen)
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+    _logging(debug=False)
+
+    def ready(bound: HostPort) -> None:
+        typer.echo(f"hubd: bench sink accepting mail on {bound}", err=True)
+
+    asyncio.run(serve_sink(address, ready))
+
+
 def main() -> None:
     """Entry point of the `hubd` script."""
     app()

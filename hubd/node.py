@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from hubd.config import Config, HostPort
 from hubd.delivery.maildir import MaildirCourier
+from hubd.delivery.notices import Notifier
 from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
@@ -72,6 +73,11 @@ class Node:
         self._stopped = False
 
     @property
+    def _origin_prefix(self) -> str:
+        assert self.database is not None
+        return f"{self.config.node.name}.{self.database.incarnation}"
+
+    @property
     def relay_addresses(self) -> list[HostPort]:
         """The addresses the relay listeners really bound (ports resolved when 0)."""
         return [listener.address for listener in self.listeners]
@@ -97,7 +103,7 @@ class Node:
             repository=self.repository,
             router=router,
             tracker=self._tracker,
-            origin_prefix=f"{config.node.name}.{self.database.incarnation}",
+            origin_prefix=self._origin_prefix,
             on_commit=self._scheduler.wake,
         )
         handler = InboundHandler(
@@ -158,6 +164,14 @@ class Node:
             policy=RetryPolicy(
                 intervals=[d.total_seconds() for d in config.queue.retry],
                 expiry=config.queue.expiry.total_seconds(),
+            ),
+            notifier=Notifier(
+                hostname=config.node.hostname,
+                router=router,
+                origin_prefix=self._origin_prefix,
+                delay_notice=config.queue.delay_notice.total_seconds(),
+                expiry=config.queue.expiry.total_seconds(),
+                rng=self._rng,
             ),
             tracker=self._tracker,
             clock=self._clock,

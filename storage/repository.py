@@ -30,6 +30,7 @@ class RecipientState(enum.StrEnum):
     PENDING = "PENDING"
     DELIVERED = "DELIVERED"
     FAILED = "FAILED"
+    HELD = "HELD"  # not tried until an operator releases it (poison, or suspended)
 
 
 DONE_STATES = (RecipientState.DELIVERED, RecipientState.FAILED)
@@ -39,6 +40,8 @@ DONE_STATES = (RecipientState.DELIVERED, RecipientState.FAILED)
 class NewRecipient:
     address: str
     next_hop: str
+    notify: str = ""
+    orcpt: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class NewMessage:
     message_id: str | None
     origin: str
     client: str
+    envid: str = ""
+    ret: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,11 @@ class ClaimedRecipient:
     received_at: float
     size: int
     message_id: str | None
+    envid: str
+    ret: str
+    notify: str
+    orcpt: str
+    delay_notified: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class RecipientOutcome:
     next_hop: str
     reply: str
     next_attempt_at: float | None = None
+    delay_notified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,8 @@ def _insert(conn: Connection, message: NewMessage) -> None:
             message_id=message.message_id,
             origin=message.origin,
             client=message.client,
+            envid=message.envid,
+            ret=message.ret,
         )
     ).inserted_primary_key[0]
     conn.execute(bodies.insert().values(message=pk, data=message.body))
@@ -123,6 +136,8 @@ def _insert(conn: Connection, message: NewMessage) -> None:
                 "state": RecipientState.PENDING,
                 "next_hop": r.next_hop,
                 "next_attempt_at": message.received_at,
+                "notify": r.notify,
+                "orcpt": r.orcpt,
             }
             for r in message.recipients
         ],
@@ -158,15 +173,24 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
             messages.c.received_at,
             messages.c.size,
             messages.c.message_id,
+            messages.c.envid,
+            messages.c.ret,
+            recipients.c.notify,
+            recipients.c.orcpt,
+            recipients.c.delay_notified,
         )
         .join(messages, messages.c.id == recipients.c.message)
         .where(recipients.c.id.in_(ids))
         .order_by(recipients.c.next_attempt_at, recipients.c.id)
     )
-    return [ClaimedRecipient(*row) for row in rows]
+    return [ClaimedRecipient(*row[:-1], bool(row[-1])) for row in rows]
 
 
-def _record(conn: Connection, outcomes: Sequence[RecipientOutcome]) -> list[str]:
+def _record(
+    conn: Connection, outcomes: Sequence[RecipientOutcome], notices: Sequence[NewMessage]
+) -> list[str]:
+    for notice in notices:
+        _insert(conn, notice)
     for outcome in outcomes:
         values: dict[str, object] = {
             "state": outcome.state,
@@ -175,6 +199,8 @@ def _record(conn: Connection, outcomes: Sequence[RecipientOutcome]) -> list[str]
             "attempts": recipients.c.attempts + 1,
             "lease_owner": None,
         }
+        if outcome.delay_notified:
+            values["delay_notified"] = 1
         if outcome.next_attempt_at is not None:
             values["next_attempt_at"] = outcome.next_attempt_at
         conn.execute(
@@ -217,9 +243,16 @@ class Repository:
         """Lease up to `limit` due recipients to the delivery run `owner`."""
         return await self._writer.submit("claim", lambda conn: _claim(conn, now, limit, owner))
 
-    async def record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> list[str]:
-        """Record attempt results; delete and return the queue ids of finished messages."""
-        return await self._writer.submit("outcome", lambda conn: _record(conn, outcomes))
+    async def record_outcomes(
+        self, outcomes: Sequence[RecipientOutcome], notices: Sequence[NewMessage] = ()
+    ) -> list[str]:
+        """Record attempt results and queue their DSNs in one transaction.
+
+        Returns the queue ids of messages that are finished, and so deleted.
+        """
+        return await self._writer.submit(
+            "outcome", lambda conn: _record(conn, outcomes, notices)
+        )
 
     async def release_leases(self, *, except_owner: str | None = None) -> int:
         """Free recipients leased by other (dead) runs, or by anyone when no owner is kept."""

@@ -50,6 +50,11 @@ messages = Table(
     Column("message_id", String),
     Column("origin", String, nullable=False),
     Column("client", String, nullable=False, server_default=""),
+    # RFC 3461: the envelope id and what a DSN returns of the message ("FULL", "HDRS" or "").
+    Column("envid", String, nullable=False, server_default=""),
+    Column("ret", String, nullable=False, server_default=""),
+    # Times a run died while delivering this message; past the threshold it is held (poison).
+    Column("crashes", Integer, nullable=False, server_default="0"),
 )
 
 # Bodies apart from envelopes, so that scans of the queue never page through message text.
@@ -73,6 +78,10 @@ recipients = Table(
     Column("last_error", String, nullable=False, server_default=""),
     # The delivery run that holds this recipient; NULL when nobody is working on it.
     Column("lease_owner", String),
+    # RFC 3461 NOTIFY (comma list, "" for the default) and ORCPT as given at RCPT.
+    Column("notify", String, nullable=False, server_default=""),
+    Column("orcpt", String, nullable=False, server_default=""),
+    Column("delay_notified", Integer, nullable=False, server_default="0"),
 )
 
 Index("ix_recipients_message", recipients.c.message)

@@ -3,7 +3,7 @@
 Owns: the loop that leases due work from storage, groups it by message and next hop, bounds
 concurrency per next hop, and records each result (delivered, deferred, failed) with its
 tracking line.
-Public: Scheduler, decide_outcome().
+Public: Scheduler.
 Failures: a courier that raises is logged and its recipients deferred with 451 4.3.0.
 Limits: at most `max_in_flight` recipients are leased at once; one scheduler per database.
 See also: delivery/retry.py (when to retry), storage/repository.py (claim and record).
@@ -15,55 +15,18 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
-from hubd.delivery.retry import EXPIRED, RetryPolicy, next_attempt
+from hubd.delivery.notices import Notifier
+from hubd.delivery.outcomes import decide_outcome
+from hubd.delivery.retry import RetryPolicy
 from hubd.routing import HopKind, NextHop, Router
 from hubd.tracking import Tracker, TrackingEvent
-from storage import ClaimedRecipient, RecipientOutcome, RecipientState, Repository
+from storage import ClaimedRecipient, Repository
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    outcome: RecipientOutcome
-    event: TrackingEvent
-
-
-def decide_outcome(
-    result: RecipientResult,
-    hop: NextHop,
-    policy: RetryPolicy,
-    *,
-    received_at: float,
-    now: float,
-) -> Decision:
-    """Turn one courier result into the recipient's new state and its tracking event."""
-    recipient = result.recipient
-    if result.delivered:
-        event = TrackingEvent.DELIVER if hop.kind is HopKind.LOCAL else TrackingEvent.SEND
-        state = RecipientState.DELIVERED
-        return Decision(
-            RecipientOutcome(recipient.recipient_id, state, hop.key, result.reply), event
-        )
-    if result.transient:
-        when = next_attempt(
-            policy, received_at=received_at, attempts=recipient.attempts + 1, now=now
-        )
-        if when != EXPIRED:
-            outcome = RecipientOutcome(
-                recipient.recipient_id, RecipientState.PENDING, hop.key, result.reply, float(when)
-            )
-            return Decision(outcome, TrackingEvent.DEFER)
-        reply = f"{result.reply} (expired: message too old to retry)"
-        failed = RecipientOutcome(recipient.recipient_id, RecipientState.FAILED, hop.key, reply)
-        return Decision(failed, TrackingEvent.FAIL)
-    failed = RecipientOutcome(recipient.recipient_id, RecipientState.FAILED, hop.key, result.reply)
-    return Decision(failed, TrackingEvent.FAIL)
 
 
 class Scheduler:
@@ -76,6 +39,7 @@ class Scheduler:
         router: Router,
         couriers: Mapping[HopKind, Courier],
         policy: RetryPolicy,
+        notifier: Notifier,
         tracker: Tracker,
         clock: Callable[[], float],
         owner: str,
@@ -87,6 +51,7 @@ class Scheduler:
         self._router = router
         self._couriers = couriers
         self._policy = policy
+        self._notifier = notifier
         self._tracker = tracker
         self._clock = clock
         self._owner = owner
@@ -167,8 +132,9 @@ class Scheduler:
         try:
             slots = self._hop_slots.setdefault(hop.key, asyncio.Semaphore(self._concurrency))
             async with slots:
-                results = await self._attempt(hop, recipients)
-            await self._record(hop, recipients[0], results)
+                body = await self._repository.load_body(recipients[0].message)
+                results = await self._attempt(hop, recipients, body)
+            await self._record(hop, recipients[0], body or b"", results)
         except Exception:
             log.exception("delivery job for %s failed", recipients[0].queue_id)
         finally:
@@ -176,14 +142,13 @@ class Scheduler:
             self._wake.set()
 
     async def _attempt(
-        self, hop: NextHop, recipients: list[ClaimedRecipient]
+        self, hop: NextHop, recipients: list[ClaimedRecipient], body: bytes | None
     ) -> list[RecipientResult]:
         first = recipients[0]
         courier = self._couriers.get(hop.kind)
         if courier is None:
             text = f"4.4.0 No courier for {hop.kind} next hops"
             return [RecipientResult(r, 451, text) for r in recipients]
-        body = await self._repository.load_body(first.message)
         if body is None:
             return [RecipientResult(r, 451, "4.3.0 Message body missing") for r in recipients]
         job = DeliveryJob(
@@ -193,19 +158,27 @@ class Scheduler:
             return await courier.deliver(job)
         except Exception as error:
             log.exception("courier %s failed on %s", hop.key, first.queue_id)
-            return [
-                RecipientResult(r, 451, f"4.3.0 Local delivery error: {error}") for r in recipients
-            ]
+            text = f"4.3.0 Local delivery error: {error}"
+            return [RecipientResult(r, 451, text) for r in recipients]
 
     async def _record(
-        self, hop: NextHop, first: ClaimedRecipient, results: list[RecipientResult]
+        self, hop: NextHop, first: ClaimedRecipient, body: bytes, results: list[RecipientResult]
     ) -> None:
         now = self._clock()
         decisions = [
-            decide_outcome(result, hop, self._policy, received_at=first.received_at, now=now)
+            decide_outcome(
+                result,
+                hop,
+                self._policy,
+                now=now,
+                delay_due=self._notifier.delay_due(result.recipient, now),
+            )
             for result in results
         ]
-        await self._repository.record_outcomes([d.outcome for d in decisions])
+        notices = self._notifier.notices(hop, first, body, results, decisions, now)
+        await self._repository.record_outcomes(
+            [d.outcome for d in decisions], [n.message for n in notices]
+        )
         for decision, result in zip(decisions, results, strict=True):
             self._tracker.record(
                 decision.event,
@@ -219,3 +192,15 @@ class Scheduler:
                 remote=result.remote or None,
                 attempt=result.recipient.attempts + 1,
             )
+        for notice in notices:
+            self._tracker.record(
+                TrackingEvent.DSN,
+                queue_id=first.queue_id,
+                sender=first.sender,
+                recipients=list(notice.recipients),
+                message_id=first.message_id,
+                reply=notice.kind,
+                dsn_queue_id=notice.message.queue_id,
+            )
+        if notices:
+            self.wake()

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -36,6 +36,18 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str = "conditio
         delay = min(delay * 2, 0.2)
 
 
+@overload
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[T]], within: float, what: str = "condition"
+) -> T: ...
+
+
+@overload
+async def async_wait_until(
+    predicate: Callable[[], T], within: float, what: str = "condition"
+) -> T: ...
+
+
 async def async_wait_until(
     predicate: Callable[[], T | Awaitable[T]], within: float, what: str = "condition"
 ) -> T:
@@ -47,7 +59,7 @@ async def async_wait_until(
         if isinstance(value, Awaitable):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(delay)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import smtplib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +215,13 @@ class TestMxChoice:
         dns_server.load(zone)
         hub = await start_node("hub", **_sender_settings(dns_server, 25, "fallback"))
         await asyncio.to_thread(_send, hub, "bob@example.test")
-        (fail,) = await async_wait_until(lambda: _events(hub, "FAIL"), 15, "a FAIL")
-        assert fail["reply"] == reply
-        assert not _events(hub, "DEFER")
+        fails = await async_wait_until(lambda: _events(hub, "FAIL"), 15, "a FAIL")
+        assert fails[0]["recipients"] == ["bob@example.test"]
+        assert fails[0]["reply"] == reply
+        (dsn,) = _events(hub, "DSN")
+        assert dsn["queue_id"] == fails[0]["queue_id"]
+        assert dsn["recipients"] == ["bob@example.test"]
+        assert not [e for e in _events(hub, "DEFER") if e["queue_id"] == fails[0]["queue_id"]]
 
     async def test_mx_servfail_is_temporary(
         self, start_node: NodeFactory, dns_server: DnsServer

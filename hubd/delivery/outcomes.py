@@ -1,0 +1,56 @@
+"""Turning one courier result into a recipient's next state and its tracking event.
+
+Owns: delivered / deferred (with the next attempt time) / failed (5xx, or expired).
+Public: Decision, decide_outcome().
+Failures: none raised.
+See also: delivery/retry.py (the schedule), delivery/scheduler.py (the caller).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hubd.delivery.courier import RecipientResult
+from hubd.delivery.retry import EXPIRED, RetryPolicy, next_attempt
+from hubd.routing import HopKind, NextHop
+from hubd.tracking import TrackingEvent
+from storage import RecipientOutcome, RecipientState
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: RecipientOutcome
+    event: TrackingEvent
+
+
+def decide_outcome(
+    result: RecipientResult,
+    hop: NextHop,
+    policy: RetryPolicy,
+    *,
+    now: float,
+    delay_due: bool = False,
+) -> Decision:
+    """The recipient's new state after this result; `delay_due` marks a delay warning sent."""
+    recipient = result.recipient
+    rid = recipient.recipient_id
+    if result.delivered:
+        event = TrackingEvent.DELIVER if hop.kind is HopKind.LOCAL else TrackingEvent.SEND
+        return Decision(
+            RecipientOutcome(rid, RecipientState.DELIVERED, hop.key, result.reply), event
+        )
+    if result.transient:
+        when = next_attempt(
+            policy, received_at=recipient.received_at, attempts=recipient.attempts + 1, now=now
+        )
+        if when != EXPIRED:
+            outcome = RecipientOutcome(
+                rid, RecipientState.PENDING, hop.key, result.reply, float(when), delay_due
+            )
+            return Decision(outcome, TrackingEvent.DEFER)
+        reply = f"{result.reply} (expired: message too old to retry)"
+        return Decision(
+            RecipientOutcome(rid, RecipientState.FAILED, hop.key, reply), TrackingEvent.FAIL
+        )
+    failed = RecipientOutcome(rid, RecipientState.FAILED, hop.key, result.reply)
+    return Decision(failed, TrackingEvent.FAIL)
