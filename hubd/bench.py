@@ -158,8 +158,8 @@ def build_message(serial: int, size: int) -> bytes:
         return header
     full, rest = divmod(room, _LINE)
     lengths = [_LINE] * full + ([rest] if rest else [])
-    if lengths[-1] == 1:  # a line cannot be one byte long; the one before takes it
-        lengths[-2:] = [lengths[-2] + 1]
+    if lengths[-1] == 1:  # no line is one byte long: the one before gives it a byte
+        lengths[-2:] = [lengths[-2] - 1, 2]
     return header + b"".join(b"x" * (n - 2) + b"\r\n" for n in lengths)
 
 
@@ -214,7 +214,8 @@ def format_report(report: BenchReport) -> str:
     """The report as lines for a terminal."""
     lines = [
         f"hubd bench: {report.count} messages of {report.size} bytes over "
-        f"{report.concurrency} sessions to {report.target} ({report.mode})",
+        f"{report.concurrency} session{'' if report.concurrency == 1 else 's'} to"
+        f" {report.target} ({report.mode})",
         f"{'accepted':<20}{report.accepted}/{report.count} in {report.accept_seconds:.2f} s"
         f" = {report.accepted_per_second:.1f} msg/s",
     ]
@@ -318,21 +319,25 @@ def _greets(address: HostPort) -> bool:
 
 
 @contextmanager
-def _child(argv: list[str], address: HostPort, log: Path) -> Iterator[None]:
-    """Run `hubd …` as a subprocess until it greets on `address`; SIGTERM it at the end."""
+def _child(argv: list[str], address: HostPort, log: Path) -> Iterator[Callable[[], bool]]:
+    """Run `hubd …` as a subprocess, greeting on `address`; yield its liveness check."""
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "hubd", *argv], stdout=output, stderr=subprocess.STDOUT
         )
 
-    def ready() -> bool:
+    def alive() -> bool:
         if process.poll() is not None:
             raise BenchError(f"hubd {argv[0]} exited with {process.returncode}; see {log}")
-        return _greets(address)
+        return True
 
     try:
-        wait_until(ready, START_TIMEOUT, f"hubd {argv[0]} to greet on {address}")
-        yield
+        wait_until(
+            lambda: alive() and _greets(address),
+            START_TIMEOUT,
+            f"hubd {argv[0]} to greet on {address}",
+        )
+        yield alive
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -363,12 +368,15 @@ def _count_delivered(folder: Path) -> tuple[int, float]:
     return len(entries), max(entries, default=0.0)
 
 
-def wait_for_delivery(folder: Path, count: int, timeout: float, progress: Progress) -> float:
+def wait_for_delivery(
+    folder: Path, count: int, timeout: float, progress: Progress, alive: Callable[[], bool]
+) -> float:
     """Poll a Maildir's new/ until `count` files are there; when the last one was written."""
     seen = 0
 
     def done() -> bool:
         nonlocal seen
+        alive()
         found, _ = _count_delivered(folder)
         progress(found - seen)
         seen = found
@@ -434,12 +442,12 @@ def run_bench(settings: BenchSettings, *, show_progress: bool = False) -> BenchR
             return summarise(settings, str(target), load)
         config = load_config(_write_node_config(directory, target))
         folder = config.mailbox_dir / DOMAIN / mailbox_dirname(RECIPIENT.partition("@")[0])
-        with _child(["serve", "-c", str(directory / "hubd.toml")], target, log):
+        with _child(["serve", "-c", str(directory / "hubd.toml")], target, log) as alive:
             load = _load(settings, target, show_progress)
             accepted = len(load.latencies)
             with _bar("delivering", accepted, show_progress) as progress:
                 delivered_at = wait_for_delivery(
-                    folder / "new", accepted, settings.timeout, progress
+                    folder / "new", accepted, settings.timeout, progress, alive
                 )
             delivered = _count_delivered(folder / "new")[0]
         counters = read_counters(config.node.data_dir / "queue.db")

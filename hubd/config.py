@@ -105,8 +105,9 @@ Network = Annotated[
     PlainSerializer(str, return_type=str),
 ]
 
+# \Z, not $: "$" also matches before a final newline, which let "corp.test\n" through.
 _DOMAIN = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+    r"^(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z"
 )
 
 

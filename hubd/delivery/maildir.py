@@ -2,12 +2,13 @@
 
 Owns: the mapping of a local part to a safe directory name, and idempotent, durable delivery
 (tmp, fsync, rename into new/, fsync of new/).
-Public: MaildirCourier, mailbox_dirname(), local_part_from_dirname(), maildir_filename().
+Public: MaildirCourier, mailbox_dirname(), local_part_from_dirname(), maildir_filename(),
+make_maildir(), deliver_file().
 Failures: an OSError becomes a transient 451 4.3.0 result (disk full, permissions).
 Limits: local parts are matched ASCII case-insensitively; the file name derives from the queue
 id and the recipient, so a repeat after a crash finds the first copy in new/ (or in cur/ as
 "name:2,") and writes no second one. Files keep the CRLF line ends of the wire.
-See also: DESIGN.md (Mailboxes); the stdlib `mailbox` module makes the folders.
+See also: DESIGN.md (Mailboxes).
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import mailbox
 import os
 import re
 from pathlib import Path
 
 from hubd.delivery.courier import DeliveryJob, RecipientResult
 
-_PLAIN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+_PLAIN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}\Z")  # \Z: "$" would let "bob\n" through
 _ENCODED_PREFIX = "="  # never the first character of a plain name
 
 
@@ -58,10 +58,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_maildir(folder: Path) -> None:
+    """Create the Maildir `folder` and its tmp/, new/ and cur/ (mode 0700) where missing.
+
+    Unlike mailbox.Maildir(create=True), which makes the three only together with a new
+    folder, this completes a folder that a crash (or a concurrent first delivery) left
+    without them. Each directory made is fsynced into its parent.
+    """
+    if all((folder / sub).is_dir() for sub in ("tmp", "new", "cur")):
+        return
+    folder.parent.parent.mkdir(parents=True, exist_ok=True)
+    domain = (folder.parent, 0o777)  # as before: the umask decides
+    for path, mode in (domain, *((folder / sub, 0o700) for sub in ("", "tmp", "new", "cur"))):
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        _fsync_dir(path.parent)
+
+
 def deliver_file(folder: Path, name: str, data: bytes) -> bool:
     """Put `data` into the Maildir `folder` as `name`; False when it is already there."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    mailbox.Maildir(folder, create=True)  # tmp/, new/, cur/ with the usual modes
+    make_maildir(folder)
     final = folder / "new" / name
     if final.exists() or (folder / "cur" / f"{name}:2,").exists():
         return False

@@ -106,6 +106,10 @@ class Scheduler:
     async def _sleep(self) -> None:
         # Clear first: a wake-up that arrives while next_due() runs must not be lost.
         self._wake.clear()
+        if self._stopping:
+            # stop() may have set the event while a claim was running; clearing it lost that
+            # wake-up, and shutdown then waited a whole IDLE_POLL_SECONDS.
+            return
         timeout = IDLE_POLL_SECONDS
         if self._in_flight < self._max_in_flight:
             due = await self._repository.next_due()

@@ -32,6 +32,9 @@ from hubd.smtp.relay import RelayPolicy, decide_recipient
 log = logging.getLogger(__name__)
 
 _EXTENSIONS = ("250-PIPELINING", "250-ENHANCEDSTATUSCODES")
+# aiosmtpd hands the null reverse-path (RFC 5321 4.5.5) to hooks as "<>" and needs
+# envelope.mail_from to stay truthy; hubd's queue stores the null sender as "".
+_NULL_SENDER = "<>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class InboundHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        if address and parse_mailbox(address) is None:
+        if address != _NULL_SENDER and parse_mailbox(address) is None:
             return str(replies.BAD_SENDER_SYNTAX)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -142,7 +145,7 @@ class InboundHandler:
         )
         message = ReceivedMessage(
             queue_id=queue_id,
-            sender=envelope.mail_from,
+            sender="" if envelope.mail_from == _NULL_SENDER else envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
             data=trace + data,
             received_at=now,

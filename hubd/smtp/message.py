@@ -66,8 +66,10 @@ def received_header(
     now: datetime,
 ) -> bytes:
     """hubd's Received: header (RFC 5321 4.4), folded, ending in CRLF."""
+    # RFC 5321 4.1.3: an IPv6 address literal carries the "IPv6:" tag.
+    literal = f"IPv6:{client_ip}" if ":" in client_ip else client_ip
     lines = [
-        f"Received: from {helo} ([{client_ip}])",
+        f"Received: from {helo} ([{literal}])",
         f"\tby {hostname} (hubd) with {protocol} id {queue_id}",
     ]
     tail = f"; {format_datetime(now)}"

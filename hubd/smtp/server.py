@@ -3,8 +3,9 @@
 Owns: the SMTP subclass (enhanced codes on every reply, 421 on idle timeout and on too many
 sessions, the line-length limit), and the registry of live sessions used to drain at shutdown.
 Public: Listener, SessionRegistry, start_listener().
-Limits: relies on aiosmtpd 1.4.6 internals `_handle_client`, `_timeout_cb` and `push`; the
-version is pinned and tests/integration/test_bad_input.py exercises each of them.
+Limits: relies on aiosmtpd 1.4.6 internals `_handle_client`, `_timeout_cb`,
+`_set_post_data_state` and `push`; the version is pinned and
+tests/integration/test_bad_input.py exercises each of them.
 See also: hubd/smtp/handler.py (the decisions), hubd/replies.py (the texts).
 """
 
@@ -110,6 +111,12 @@ class HubSMTP(SMTP):  # type: ignore[misc]
         self._registry.commit_started()
         try:
             await super().smtp_DATA(arg)
+        except Exception:
+            # aiosmtpd resets the envelope only when the DATA hook returns. After a hook that
+            # raised (answered 451 by handle_exception) the transaction is over all the same,
+            # and the client's next MAIL must not get "503 nested MAIL command".
+            self._set_post_data_state()
+            raise
         finally:
             self._registry.commit_finished()
 

@@ -1,0 +1,180 @@
+"""Failure and delay notices, expiry, and a retry schedule that survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import smtplib
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from hubd.node import Node
+from hubd.testing import async_wait_until, free_loopback_address, maildir_messages
+from hubd.tracking import read_events
+from tests.conftest import NodeFactory
+
+pytestmark = pytest.mark.integration
+
+
+def _send(node: Node, sender: str, recipients: list[str], tag: str) -> dict[str, Any]:
+    address = node.relay_addresses[0]
+    data = (
+        f"From: {sender or 'daemon@a.test'}\r\nTo: {', '.join(recipients)}\r\n"
+        f"Subject: {tag}\r\nMessage-ID: <{tag}@a.test>\r\n\r\nbody {tag}\r\n"
+    ).encode()
+    with smtplib.SMTP(address.host, address.port, local_hostname="client.test", timeout=10) as c:
+        return c.sendmail(sender, recipients, data)
+
+
+def _events(node: Node, event: str) -> list[dict[str, Any]]:
+    return [e for e in read_events(node.config.node.data_dir / "tracking") if e["event"] == event]
+
+
+def _reports(node: Node, local: str = "alice") -> list[EmailMessage]:
+    box = node.config.mailbox_dir / "a.test" / local
+    return [
+        email.message_from_bytes(data, policy=policy.default)  # type: ignore[misc]
+        for data in maildir_messages(box).values()
+    ]
+
+
+def _status_blocks(report: EmailMessage) -> list[Any]:
+    (status,) = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
+    return status.get_payload()  # type: ignore[no-any-return]
+
+
+class TestFailureNotice:
+    async def test_one_recipient_refused_one_delivered(self, start_node: NodeFactory) -> None:
+        """A 5xx for one recipient and a 250 for the other: one delivery, one DSN with the reply."""
+        b = await start_node(
+            "b",
+            local_domains=["corp.test"],
+            mailboxes={"catch_all": False, "recipients": ["good@corp.test"]},
+        )
+        a = await start_node(
+            "a",
+            local_domains=["a.test"],
+            routes=[{"domains": ["corp.test"], "next_hops": [str(b.relay_addresses[0])]}],
+        )
+        refused = await asyncio.to_thread(
+            _send, a, "alice@a.test", ["good@corp.test", "bad@corp.test"], "mixed"
+        )
+        assert refused == {}  # A accepted both; B decides
+
+        (report,) = await async_wait_until(lambda: _reports(a), 15, "the DSN in alice's box")
+        good = maildir_messages(b.config.mailbox_dir / "corp.test" / "good")
+        assert len(good) == 1
+        assert report.get_content_type() == "multipart/report"
+        assert report.get_param("report-type") == "delivery-status"
+        assert report["Subject"] == "Undelivered Mail Returned to Sender"
+        per_message, *per_recipient = _status_blocks(report)
+        assert per_message["Reporting-MTA"] == "dns; a.hubd.test"
+        (bad,) = per_recipient
+        assert bad["Final-Recipient"] == "rfc822; bad@corp.test"
+        assert bad["Action"] == "failed"
+        assert bad["Status"] == "5.1.1"
+        assert bad["Diagnostic-Code"].startswith("smtp; 550 5.1.1")
+        assert bad["Remote-MTA"] == f"dns; {b.relay_addresses[0].host}"
+        returned = [p for p in report.walk() if p.get_content_type() == "message/rfc822"]
+        assert returned, "the original message is returned"
+        (dsn,) = _events(a, "DSN")
+        assert dsn["recipients"] == ["bad@corp.test"]
+
+    async def test_no_notice_for_null_sender(self, start_node: NodeFactory) -> None:
+        """A bounce of a bounce is never made: a null-sender failure is only logged."""
+        b = await start_node(
+            "b", local_domains=["corp.test"], mailboxes={"catch_all": False, "recipients": []}
+        )
+        a = await start_node(
+            "a",
+            local_domains=["a.test"],
+            routes=[{"domains": ["corp.test"], "next_hops": [str(b.relay_addresses[0])]}],
+        )
+        await asyncio.to_thread(_send, a, "", ["nobody@corp.test"], "nullsender")
+        await async_wait_until(lambda: _events(a, "FAIL"), 15, "the FAIL")
+        assert not _events(a, "DSN")
+
+
+class TestExpiry:
+    async def test_delay_warning_then_failure_then_gone(self, start_node: NodeFactory) -> None:
+        """A next hop that never answers: a delay warning, then at expiry a failure DSN."""
+        dead, _ = free_loopback_address()
+        a = await start_node(
+            "a",
+            local_domains=["a.test"],
+            routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
+            queue={"retry": ["1s"], "expiry": "4s", "delay_notice": "1s"},
+        )
+        await asyncio.to_thread(_send, a, "alice@a.test", ["bob@corp.test"], "expire")
+        reports = await async_wait_until(
+            lambda: len(_reports(a)) >= 2 and _reports(a), 30, "delay and failure DSNs"
+        )
+        subjects = sorted(str(r["Subject"]) for r in reports)
+        assert subjects == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
+        for report in reports:
+            (_, block) = _status_blocks(report)
+            expected = "delayed" if "Delayed" in str(report["Subject"]) else "failed"
+            assert block["Action"] == expected
+            assert block["Status"] == "4.4.1"
+        delayed = next(r for r in reports if "Delayed" in str(r["Subject"]))
+        assert "Will-Retry-Until" in _status_blocks(delayed)[1]
+
+        async def only_dsns_left() -> bool:
+            queued = await a.repository.list_messages()  # type: ignore[union-attr]
+            return all(m.sender == "" for m in queued)
+
+        await async_wait_until(only_dsns_left, 15, "the expired message to be gone")
+        fails = [e for e in _events(a, "FAIL") if e["recipients"] == ["bob@corp.test"]]
+        assert len(fails) == 1
+        assert "expired" in fails[0]["reply"]
+
+    async def test_null_sender_expires_silently(self, start_node: NodeFactory) -> None:
+        """A null-sender message expires with no DSN."""
+        dead, _ = free_loopback_address()
+        a = await start_node(
+            "a",
+            local_domains=["a.test"],
+            routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
+            queue={"retry": ["1s"], "expiry": "3s", "delay_notice": "1s"},
+        )
+        await asyncio.to_thread(_send, a, "", ["bob@corp.test"], "expire-null")
+        await async_wait_until(lambda: _events(a, "FAIL"), 30, "expiry")
+
+        async def empty() -> bool:
+            return not await a.repository.list_messages()  # type: ignore[union-attr]
+
+        await async_wait_until(empty, 10, "the queue to empty")
+        assert not _events(a, "DSN")
+
+
+class TestScheduleSurvivesRestart:
+    async def test_next_attempt_time_is_kept(self, start_node: NodeFactory) -> None:
+        """A restart keeps the next attempt time and the attempt count from the database."""
+        dead, _ = free_loopback_address()
+        settings: dict[str, Any] = {
+            "local_domains": ["a.test"],
+            "routes": [{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
+            "queue": {"retry": ["1h"], "expiry": "2d"},
+        }
+        a = await start_node("a", **settings)
+        await asyncio.to_thread(_send, a, "alice@a.test", ["bob@corp.test"], "sched")
+
+        async def deferred() -> Any:
+            queued = await a.repository.list_messages()  # type: ignore[union-attr]
+            return queued and queued[0].recipients[0].attempts == 1 and queued[0]
+
+        before = await async_wait_until(deferred, 15, "one failed attempt")
+        address = a.relay_addresses[0]
+        await a.stop()
+        a2 = await start_node("a", address=(address.host, address.port), **settings)
+        # The restarted scheduler is running once it has delivered a fresh local message.
+        await asyncio.to_thread(_send, a2, "x@a.test", ["alice@a.test"], "probe")
+        box = a2.config.mailbox_dir / "a.test" / "alice"
+        await async_wait_until(lambda: maildir_messages(box), 15, "the probe delivery")
+        (after,) = [m for m in await a2.repository.list_messages() if m.queue_id == before.queue_id]  # type: ignore[union-attr]
+        assert after.recipients[0].attempts == 1
+        assert after.recipients[0].next_attempt_at == before.recipients[0].next_attempt_at
+        assert after.recipients[0].next_attempt_at - before.received_at > 3000
