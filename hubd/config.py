@@ -189,6 +189,9 @@ class QueueConfig(_Section):
     )
     expiry: Duration = timedelta(days=2)
     delay_notice: Duration = timedelta(hours=4)
+    poison_threshold: PositiveInt = Field(
+        2, description="Crashes during a message's delivery before it is held (POISON)."
+    )
 
 
 class DeliveryConfig(_Section):

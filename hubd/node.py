@@ -32,7 +32,7 @@ from hubd.routing.mx import MxResolver
 from hubd.smtp.handler import InboundHandler, InboundLimits
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Listener, SessionRegistry, start_listener
-from hubd.tracking import Tracker
+from hubd.tracking import Tracker, TrackingEvent
 from storage import Database, Repository, Writer, open_database
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,8 @@ class Node:
         self._writer.start()
         self.repository = Repository(self.database, self._writer)
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
-        released = await self.repository.release_leases(except_owner=owner)
-        if released:
-            log.warning("resuming %d recipients that a previous run was delivering", released)
         self._tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
+        await self._recover(owner)
         router = Router(config.local_domains, RouteTable(config.routes))
         self._scheduler = self._make_scheduler(router, owner)
         self._scheduler.start()
@@ -130,6 +128,24 @@ class Node:
                     max_line_length=config.smtp.max_line_length,
                     idle_timeout=config.smtp.idle_timeout.total_seconds(),
                 )
+            )
+
+    async def _recover(self, owner: str) -> None:
+        assert self.repository is not None
+        assert self._tracker is not None
+        recovery = await self.repository.recover(owner, self.config.queue.poison_threshold)
+        if recovery.released:
+            log.warning("resuming %d recipients a previous run was delivering", recovery.released)
+        for queue_id in recovery.poisoned:
+            log.error("message %s was being delivered in repeated crashes; held", queue_id)
+            (message,) = await self.repository.list_messages(queue_id)
+            self._tracker.record(
+                TrackingEvent.POISON,
+                queue_id=queue_id,
+                sender=message.sender,
+                recipients=[r.address for r in message.recipients],
+                message_id=message.message_id,
+                crashes=message.crashes,
             )
 
     def _make_scheduler(self, router: Router, owner: str) -> Scheduler:

@@ -1,7 +1,7 @@
 """The durable queue of a hubd node: SQLite through SQLAlchemy, with no SMTP in it."""
 
-from storage.database import Database, open_database
-from storage.repository import (
+from storage.database import Database, open_database, open_reader
+from storage.model import (
     ClaimedRecipient,
     NewMessage,
     NewRecipient,
@@ -9,8 +9,9 @@ from storage.repository import (
     QueuedRecipient,
     RecipientOutcome,
     RecipientState,
-    Repository,
 )
+from storage.reader import QueueReader
+from storage.repository import Recovery, Repository
 from storage.writer import Writer
 
 __all__ = [
@@ -18,11 +19,14 @@ __all__ = [
     "Database",
     "NewMessage",
     "NewRecipient",
+    "QueueReader",
     "QueuedMessage",
     "QueuedRecipient",
     "RecipientOutcome",
     "RecipientState",
+    "Recovery",
     "Repository",
     "Writer",
     "open_database",
+    "open_reader",
 ]

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.errors import QueueCorrupt, SchemaTooNew
+from storage.errors import QueueCorrupt, SchemaTooNew, StorageError
 from storage.schema import SCHEMA_VERSION, meta, metadata
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def _prepare(conn: Connection, make_incarnation: Callable[[], str]) -> str:
             )
         if version < SCHEMA_VERSION:
             raise SchemaTooNew(f"queue database schema version {version} has no migration path")
-        return rows["incarnation"]
+        return str(rows["incarnation"])
 
 
 def _open_file(
@@ -181,3 +181,18 @@ async def open_database(
     """Open (or create) the queue database at `path`, moving a corrupt file aside first."""
     write_engine, incarnation = await asyncio.to_thread(_open_file, path, now, make_incarnation)
     return Database(path, write_engine, _read_engine(path), incarnation)
+
+
+def open_reader(path: Path) -> AsyncEngine:
+    """A read-only engine on an existing queue database (for `hubd queue` beside a node)."""
+    if not path.exists():
+        raise StorageError(f"{path}: no queue database here")
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    event.listen(engine.sync_engine, "connect", _on_read_only_connect)
+    return engine
+
+
+def _on_read_only_connect(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()

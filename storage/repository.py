@@ -12,108 +12,27 @@ See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the call
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.engine import Connection
 
 from storage.database import Database
-from storage.schema import bodies, messages, recipients, stats
+from storage.model import (
+    DONE_STATES,
+    ClaimedRecipient,
+    NewMessage,
+    RecipientOutcome,
+    RecipientState,
+)
+from storage.reader import DUE, QueueReader
+from storage.schema import bodies, messages, recipients
 from storage.writer import Writer
 
 
-class RecipientState(enum.StrEnum):
-    """Where one recipient of a queued message stands."""
-
-    PENDING = "PENDING"
-    DELIVERED = "DELIVERED"
-    FAILED = "FAILED"
-    HELD = "HELD"  # not tried until an operator releases it (poison, or suspended)
-
-
-DONE_STATES = (RecipientState.DELIVERED, RecipientState.FAILED)
-
-
-@dataclass(frozen=True, slots=True)
-class NewRecipient:
-    address: str
-    next_hop: str
-    notify: str = ""
-    orcpt: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message as received, ready to be committed."""
-
-    queue_id: str
-    sender: str
-    recipients: Sequence[NewRecipient]
-    body: bytes
-    received_at: float
-    message_id: str | None
-    origin: str
-    client: str
-    envid: str = ""
-    ret: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedRecipient:
-    """A recipient handed to this delivery run, with what delivery needs of its message."""
-
-    recipient_id: int
-    address: str
-    attempts: int
-    message: int
-    queue_id: str
-    sender: str
-    received_at: float
-    size: int
-    message_id: str | None
-    envid: str
-    ret: str
-    notify: str
-    orcpt: str
-    delay_notified: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientOutcome:
-    """The result of one attempt for one recipient."""
-
-    recipient_id: int
-    state: RecipientState
-    next_hop: str
-    reply: str
-    next_attempt_at: float | None = None
-    delay_notified: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedRecipient:
-    address: str
-    state: RecipientState
-    next_hop: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    queue_id: str
-    sender: str
-    received_at: float
-    size: int
-    message_id: str | None
-    recipients: tuple[QueuedRecipient, ...]
-
-
 def _insert(conn: Connection, message: NewMessage) -> None:
-    pk = conn.execute(
+    inserted = conn.execute(
         messages.insert().values(
             queue_id=message.queue_id,
             sender=message.sender,
@@ -125,7 +44,9 @@ def _insert(conn: Connection, message: NewMessage) -> None:
             envid=message.envid,
             ret=message.ret,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    assert inserted is not None
+    pk = inserted[0]
     conn.execute(bodies.insert().values(message=pk, data=message.body))
     conn.execute(
         recipients.insert(),
@@ -144,14 +65,11 @@ def _insert(conn: Connection, message: NewMessage) -> None:
     )
 
 
-_DUE = and_(recipients.c.state == RecipientState.PENDING, recipients.c.lease_owner.is_(None))
-
-
-def due_query(now: float, limit: int) -> select:  # type: ignore[type-arg]
+def due_query(now: float, limit: int) -> Select[tuple[int]]:
     """The scheduler's query for due work (kept public so a test can read its query plan)."""
     return (
         select(recipients.c.id)
-        .where(_DUE, recipients.c.next_attempt_at <= now)
+        .where(DUE, recipients.c.next_attempt_at <= now)
         .order_by(recipients.c.next_attempt_at)
         .limit(limit)
     )
@@ -164,10 +82,10 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
     conn.execute(update(recipients).where(recipients.c.id.in_(ids)).values(lease_owner=owner))
     rows = conn.execute(
         select(
-            recipients.c.id,
+            recipients.c.id.label("recipient_id"),
             recipients.c.address,
             recipients.c.attempts,
-            messages.c.id,
+            messages.c.id.label("message"),
             messages.c.queue_id,
             messages.c.sender,
             messages.c.received_at,
@@ -183,7 +101,10 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
         .where(recipients.c.id.in_(ids))
         .order_by(recipients.c.next_attempt_at, recipients.c.id)
     )
-    return [ClaimedRecipient(*row[:-1], bool(row[-1])) for row in rows]
+    return [
+        ClaimedRecipient(**{**row._mapping, "delay_notified": bool(row.delay_notified)})
+        for row in rows
+    ]
 
 
 def _record(
@@ -228,10 +149,72 @@ def _release(conn: Connection, keep_owner: str | None) -> int:
     return conn.execute(stmt.values(lease_owner=None)).rowcount
 
 
-class Repository:
-    """Domain verbs over one node's queue database."""
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What start-up found of a run that died: freed recipients, and messages now held."""
+
+    released: int
+    poisoned: tuple[str, ...]
+
+
+def _recover(conn: Connection, owner: str, poison_threshold: int) -> Recovery:
+    orphaned = select(recipients.c.message).where(
+        recipients.c.lease_owner.is_not(None), recipients.c.lease_owner != owner
+    )
+    # Every message a dead run was delivering counts one crash (Exchange's poison count).
+    conn.execute(
+        update(messages).where(messages.c.id.in_(orphaned)).values(crashes=messages.c.crashes + 1)
+    )
+    released = _release(conn, owner)
+    poisoned = conn.execute(
+        select(messages.c.id, messages.c.queue_id).where(
+            messages.c.crashes >= poison_threshold,
+            messages.c.id.in_(
+                select(recipients.c.message).where(recipients.c.state == RecipientState.PENDING)
+            ),
+        )
+    ).all()
+    if poisoned:
+        conn.execute(
+            update(recipients)
+            .where(
+                recipients.c.message.in_([pk for pk, _ in poisoned]),
+                recipients.c.state == RecipientState.PENDING,
+            )
+            .values(state=RecipientState.HELD, last_error="held: poison message")
+        )
+    return Recovery(released, tuple(queue_id for _, queue_id in poisoned))
+
+
+def _set_state(
+    conn: Connection,
+    queue_id: str,
+    from_states: Sequence[RecipientState],
+    to: RecipientState,
+    now: float | None,
+) -> int:
+    values: dict[str, object] = {"state": to}
+    if now is not None:
+        values["next_attempt_at"] = now
+    if to is RecipientState.PENDING:
+        conn.execute(update(messages).where(messages.c.queue_id == queue_id).values(crashes=0))
+    target = select(messages.c.id).where(messages.c.queue_id == queue_id)
+    return conn.execute(
+        update(recipients)
+        .where(recipients.c.message.in_(target), recipients.c.state.in_(list(from_states)))
+        .values(**values)
+    ).rowcount
+
+
+def _remove(conn: Connection, queue_id: str) -> bool:
+    return conn.execute(delete(messages).where(messages.c.queue_id == queue_id)).rowcount > 0
+
+
+class Repository(QueueReader):
+    """Domain verbs over one node's queue database: reads, and writes through the writer."""
 
     def __init__(self, database: Database, writer: Writer) -> None:
+        super().__init__(database.read_engine)
         self.database = database
         self._writer = writer
 
@@ -250,58 +233,32 @@ class Repository:
 
         Returns the queue ids of messages that are finished, and so deleted.
         """
-        return await self._writer.submit(
-            "outcome", lambda conn: _record(conn, outcomes, notices)
-        )
+        return await self._writer.submit("outcome", lambda conn: _record(conn, outcomes, notices))
 
     async def release_leases(self, *, except_owner: str | None = None) -> int:
         """Free recipients leased by other (dead) runs, or by anyone when no owner is kept."""
         return await self._writer.submit("release", lambda conn: _release(conn, except_owner))
 
-    async def load_body(self, message: int) -> bytes | None:
-        """The stored bytes of a message, or None when it is gone."""
-        async with self.database.read_engine.connect() as conn:
-            result = await conn.execute(select(bodies.c.data).where(bodies.c.message == message))
-            return result.scalar_one_or_none()
+    async def recover(self, owner: str, poison_threshold: int) -> Recovery:
+        """At start-up: count a crash for messages a dead run held, hold repeat offenders."""
+        return await self._writer.submit(
+            "recover", lambda conn: _recover(conn, owner, poison_threshold)
+        )
 
-    async def next_due(self) -> float | None:
-        """When the earliest unclaimed pending recipient becomes due, if any."""
-        async with self.database.read_engine.connect() as conn:
-            result = await conn.execute(select(func.min(recipients.c.next_attempt_at)).where(_DUE))
-            return result.scalar_one_or_none()
+    async def hold(self, queue_id: str) -> int:
+        """Suspend a message's pending recipients; returns how many."""
+        pending = (RecipientState.PENDING,)
+        return await self._writer.submit(
+            "hold", lambda conn: _set_state(conn, queue_id, pending, RecipientState.HELD, None)
+        )
 
-    async def stats(self) -> dict[str, int]:
-        """Durable counters (commits:<kind>, ops:<kind>)."""
-        async with self.database.read_engine.connect() as conn:
-            result = await conn.execute(select(stats.c.name, stats.c.value))
-            return dict(result.all())
+    async def release(self, queue_id: str, now: float) -> int:
+        """Make a message's held or pending recipients due now (resume, or retry now)."""
+        states = (RecipientState.HELD, RecipientState.PENDING)
+        return await self._writer.submit(
+            "release", lambda conn: _set_state(conn, queue_id, states, RecipientState.PENDING, now)
+        )
 
-    async def list_messages(self) -> list[QueuedMessage]:
-        """Every queued message with its recipients, oldest first."""
-        async with self.database.read_engine.connect() as conn:
-            rows = await conn.execute(
-                select(
-                    messages.c.queue_id,
-                    messages.c.sender,
-                    messages.c.received_at,
-                    messages.c.size,
-                    messages.c.message_id,
-                    recipients.c.address,
-                    recipients.c.state,
-                    recipients.c.next_hop,
-                    recipients.c.attempts,
-                    recipients.c.next_attempt_at,
-                    recipients.c.last_error,
-                )
-                .join(recipients, recipients.c.message == messages.c.id)
-                .order_by(messages.c.received_at, messages.c.id, recipients.c.id)
-            )
-            grouped: dict[
-                str, tuple[tuple[str, str, float, int, str | None], list[QueuedRecipient]]
-            ] = {}
-            for qid, sender, at, size, mid, addr, state, hop, attempts, due, err in rows:
-                entry = grouped.setdefault(qid, ((qid, sender, at, size, mid), []))
-                entry[1].append(
-                    QueuedRecipient(addr, RecipientState(state), hop, attempts, due, err)
-                )
-            return [QueuedMessage(*head, tuple(rcpts)) for head, rcpts in grouped.values()]
+    async def remove(self, queue_id: str) -> bool:
+        """Delete a message outright (an operator's decision; no DSN)."""
+        return await self._writer.submit("remove", lambda conn: _remove(conn, queue_id))

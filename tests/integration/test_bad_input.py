@@ -62,10 +62,10 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def response(self, timeout: float = READ_TIMEOUT) -> Response:
+    async def response(self, within: float = READ_TIMEOUT) -> Response:
         """Read one (possibly multi-line) reply."""
         lines: list[str] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 raw = await self.reader.readline()
                 if not raw:
@@ -80,9 +80,9 @@ class RawClient:
         await self.send(data + b"\r\n")
         return await self.response()
 
-    async def expect_closed(self, timeout: float = READ_TIMEOUT) -> bytes:
+    async def expect_closed(self, within: float = READ_TIMEOUT) -> bytes:
         """Wait for the server to close the connection; return what it sent before that."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             return await self.reader.read()
 
     async def close(self) -> None:
@@ -134,7 +134,8 @@ async def send_good(client: RawClient, subject: str = "good") -> Response:
     await start_data(client)
     await client.send(message(subject))
     reply = await client.response()
-    assert reply.line.startswith("250 2.0.0 ") and reply.line.endswith(" queued"), reply
+    assert reply.line.startswith("250 2.0.0 "), reply
+    assert reply.line.endswith(" queued"), reply
     return reply
 
 
@@ -152,6 +153,12 @@ async def assert_nothing_queued(node: Node) -> None:
 
 def mailbox(node: Node, local_part: str, domain: str = "corp.test") -> Path:
     return node.config.mailbox_dir / domain / local_part
+
+
+async def delivered(node: Node, local_part: str) -> dict[Path, bytes]:
+    """Wait until the local part's Maildir holds mail; return its files."""
+    folder = mailbox(node, local_part)
+    return await async_wait_until(lambda: maildir_messages(folder), 10, f"mail for {local_part}")
 
 
 class TestEhloAndPipelining:
@@ -187,9 +194,7 @@ class TestEhloAndPipelining:
             replies = [(await client.response()).line for _ in range(4)]
             assert [r[:9] for r in replies] == ["250 2.0.0", "250 2.1.0", "250 2.1.5", "250 2.0.0"]
         for local_part in ("bob", "carol"):
-            await async_wait_until(
-                lambda lp=local_part: maildir_messages(mailbox(node, lp)), 10, f"{local_part}"
-            )
+            await delivered(node, local_part)
 
 
 class TestCommandErrors:
@@ -221,8 +226,7 @@ class TestCommandErrors:
             await expect(client, "DATA", "354 ")
             await client.send(message("bounce"))
             assert (await client.response()).line.endswith(" queued")
-        files = await async_wait_until(lambda: maildir_messages(mailbox(node, "bob")), 10, "bob")
-        (data,) = files.values()
+        (data,) = (await delivered(node, "bob")).values()
         assert data.startswith(b"Return-Path: <>\r\n")
 
     @pytest.mark.parametrize(
@@ -251,7 +255,9 @@ class TestCommandErrors:
         """A 1 MB command line gets 500 5.5.2 Line too long and the session still answers."""
         node = await start_node(**LOCAL)
         async with session(node) as client:
-            await expect(client, b"MAIL FROM:<" + b"x" * (1 << 20) + b">", "500 5.5.2 Line too long")
+            await expect(
+                client, b"MAIL FROM:<" + b"x" * (1 << 20) + b">", "500 5.5.2 Line too long"
+            )
             await still_answers(client)
             await send_good(client)
 
@@ -287,10 +293,7 @@ class TestRecipients:
             await client.send(message("limited"))
             assert (await client.response()).line.endswith(" queued")
         for local_part in ("one", "two"):
-            files = await async_wait_until(
-                lambda lp=local_part: maildir_messages(mailbox(node, lp)), 10, local_part
-            )
-            (data,) = files.values()
+            (data,) = (await delivered(node, local_part)).values()
             assert b"Subject: limited" in data
         assert not mailbox(node, "three").exists()
 
@@ -432,9 +435,10 @@ class TestConnectionEnds:
         """An idle session gets 421 4.4.2 and is closed; the server takes new sessions."""
         node = await start_node(smtp={"idle_timeout": "1s"})
         async with session(node) as client:
-            rest = await client.expect_closed(timeout=10)
+            rest = await client.expect_closed(within=10)
             assert rest.startswith(b"421 4.4.2 "), rest
-            assert rest.endswith(b"\r\n") and rest.count(b"\r\n") == 1
+            assert rest.endswith(b"\r\n")
+            assert rest.count(b"\r\n") == 1
         async with session(node) as client:
             await still_answers(client)
 
@@ -444,7 +448,7 @@ class TestConnectionEnds:
         async with session(node) as client:
             await start_data(client)
             await client.send(b"Subject: stalled\r\n\r\nfirst line\r\n")
-            rest = await client.expect_closed(timeout=10)
+            rest = await client.expect_closed(within=10)
             assert rest.startswith(b"421 4.4.2 "), rest
         await assert_nothing_queued(node)
 
@@ -460,10 +464,7 @@ class TestConnectionEnds:
         await assert_nothing_queued(node)
         async with session(node) as client:
             await send_good(client, "after-disconnect")
-        files = await async_wait_until(
-            lambda: maildir_messages(mailbox(node, "bob")), 10, "the good message"
-        )
-        (data,) = files.values()
+        (data,) = (await delivered(node, "bob")).values()
         assert b"Subject: after-disconnect" in data
         assert await enqueued(node) == 1
 

@@ -165,7 +165,7 @@ class TestIpv6Modes:
         )
         await asyncio.to_thread(_send, hub, "bob@example.test")
         (data,) = (await async_wait_until(lambda: _inbox(outside), 15, "delivery")).values()
-        assert b"([::1])" in data
+        assert b"([IPv6:::1])" in data
 
 
 class TestMxChoice:

@@ -24,7 +24,10 @@ class TestWithEnhancedCode:
             ("501 Syntax: MAIL FROM: <address>", "501 5.5.4 Syntax: MAIL FROM: <address>"),
             ("503 Error: nested MAIL command", "503 5.5.1 nested MAIL command"),
             ("503 Error: need RCPT command", "503 5.5.1 need RCPT command"),
-            ("555 MAIL FROM parameters not recognized", "555 5.5.4 MAIL FROM parameters not recognized"),
+            (
+                "555 MAIL FROM parameters not recognized",
+                "555 5.5.4 MAIL FROM parameters not recognized",
+            ),
             ("599 Something new", "599 5.0.0 Something new"),
             ("299 Something new", "299 2.0.0 Something new"),
         ],
@@ -101,7 +104,7 @@ class TestWithEnhancedCode:
         assert with_enhanced_code(line) == line
 
     def test_continuation_line_keeps_separator(self) -> None:
-        """A multi-line reply's continuation keeps its dash; EHLO's lines bypass this in server.py."""
+        """A continuation line keeps its dash (EHLO's own lines bypass this in server.py)."""
         assert with_enhanced_code("250-Some line") == "250-2.0.0 Some line"
 
     @pytest.mark.parametrize("name", sorted(CATALOG), ids=sorted(CATALOG))
@@ -119,7 +122,9 @@ class TestCatalog:
         assert 200 <= reply.code < 600
         assert re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", reply.enhanced)
         assert reply.enhanced[0] == str(reply.code)[0]
-        assert reply.text and "\r" not in reply.text and "\n" not in reply.text
+        assert reply.text
+        assert "\r" not in reply.text
+        assert "\n" not in reply.text
 
     @pytest.mark.parametrize(
         ("reply", "success", "transient"),

@@ -26,7 +26,8 @@ def folded(local_part: str) -> str:
 
 def assert_safe(name: str) -> None:
     assert name not in ("", ".", "..")
-    assert "/" not in name and "\x00" not in name
+    assert "/" not in name
+    assert "\x00" not in name
     assert _SAFE_NAME.fullmatch(name), name
     assert len(name.encode()) <= 255  # NAME_MAX
 
@@ -149,7 +150,9 @@ class TestMaildirFilename:
     def test_host_is_sanitised(self, host: str) -> None:
         """The host part cannot add a path component or a Maildir info suffix."""
         name = maildir_filename(1.0, "0ABC", "bob@corp.test", host)
-        assert "/" not in name and ":" not in name and "\x00" not in name
+        assert "/" not in name
+        assert ":" not in name
+        assert "\x00" not in name
         assert name not in (".", "..")
 
 

@@ -80,7 +80,9 @@ class TestNextAttempt:
         intervals=st.lists(st.integers(1, 10_000), min_size=1, max_size=8).map(sorted),
         attempts=st.integers(1, 20),
     )
-    def test_non_decreasing_for_growing_intervals(self, intervals: list[int], attempts: int) -> None:
+    def test_non_decreasing_for_growing_intervals(
+        self, intervals: list[int], attempts: int
+    ) -> None:
         """With growing intervals, more failures never bring the next attempt closer."""
         policy = RetryPolicy(intervals=intervals, expiry=10**9)
         first = next_attempt(policy, received_at=T0, attempts=attempts, now=T0)

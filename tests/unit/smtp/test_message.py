@@ -188,7 +188,7 @@ class TestReceivedHeader:
         """The folded header is one Received field to an RFC 5322 parser, counted once."""
         data = self._header(recipients) + b"Subject: x\r\n\r\nbody\r\n"
         parsed = message_from_bytes(data, policy=policy.SMTP)
-        (value,) = parsed.get_all("Received")
+        (value,) = parsed.get_all("Received") or []
         assert str(value).startswith("from client.test")
         assert parsed["Subject"] == "x"
         assert count_received(data) == 1

@@ -1,0 +1,90 @@
+"""Reading the queue: message listings, bodies, due times and counters, never writing.
+
+Owns: every read query, over an async (aiosqlite) engine; works on a read-only open too, so
+`hubd queue list` can look at a running node's queue.
+Public: QueueReader, DUE.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.model import QueuedMessage, QueuedRecipient, RecipientState
+from storage.schema import bodies, messages, recipients, stats
+
+DUE = and_(recipients.c.state == RecipientState.PENDING, recipients.c.lease_owner.is_(None))
+
+
+class QueueReader:
+    """Read queries over one queue database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._read = engine
+
+    async def load_body(self, message: int) -> bytes | None:
+        """The stored bytes of a message (by row id), or None when it is gone."""
+        async with self._read.connect() as conn:
+            result = await conn.execute(select(bodies.c.data).where(bodies.c.message == message))
+            return result.scalar_one_or_none()
+
+    async def body_of(self, queue_id: str) -> bytes | None:
+        """The stored bytes of a message by queue id, or None."""
+        async with self._read.connect() as conn:
+            result = await conn.execute(
+                select(bodies.c.data)
+                .join(messages, messages.c.id == bodies.c.message)
+                .where(messages.c.queue_id == queue_id)
+            )
+            return result.scalar_one_or_none()
+
+    async def next_due(self) -> float | None:
+        """When the earliest unclaimed pending recipient becomes due, if any."""
+        async with self._read.connect() as conn:
+            result = await conn.execute(select(func.min(recipients.c.next_attempt_at)).where(DUE))
+            due: float | None = result.scalar_one_or_none()
+            return due
+
+    async def stats(self) -> dict[str, int]:
+        """Durable counters (commits:<kind>, ops:<kind>)."""
+        async with self._read.connect() as conn:
+            result = await conn.execute(select(stats.c.name, stats.c.value))
+            return dict(result.all())
+
+    async def list_messages(self, queue_id: str | None = None) -> list[QueuedMessage]:
+        """Queued messages with their recipients, oldest first (or the one with `queue_id`)."""
+        query = (
+            select(
+                messages.c.queue_id,
+                messages.c.sender,
+                messages.c.received_at,
+                messages.c.size,
+                messages.c.message_id,
+                messages.c.origin,
+                messages.c.client,
+                messages.c.crashes,
+                recipients.c.address,
+                recipients.c.state,
+                recipients.c.next_hop,
+                recipients.c.attempts,
+                recipients.c.next_attempt_at,
+                recipients.c.last_error,
+            )
+            .join(recipients, recipients.c.message == messages.c.id)
+            .order_by(messages.c.received_at, messages.c.id, recipients.c.id)
+        )
+        if queue_id is not None:
+            query = query.where(messages.c.queue_id == queue_id)
+        async with self._read.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        heads: dict[str, tuple[str, str, float, int, str | None, str, str, int]] = {}
+        grouped: dict[str, list[QueuedRecipient]] = defaultdict(list)
+        for row in rows:
+            heads.setdefault(row[0], tuple(row[:8]))
+            address, state, hop, attempts, due, error = row[8:]
+            grouped[row[0]].append(
+                QueuedRecipient(address, RecipientState(state), hop, attempts, due, error)
+            )
+        return [QueuedMessage(*head, tuple(grouped[qid])) for qid, head in heads.items()]
