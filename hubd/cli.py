@@ -160,6 +160,43 @@ def bench_sink(listen: Annotated[str, typer.Option(help="host:port to listen on.
     asyncio.run(serve_sink(address, ready))
 
 
+queue_app = typer.Typer(help="Look at a node's queue.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@queue_app.command("list")
+def queue_list(config: ConfigOption, as_json: JsonOption = False) -> None:
+    """Every queued message with its recipients' state, next hop and last error."""
+    from hubd.queue_report import format_list, read_queue, to_json
+
+    settings = _load(config)
+    try:
+        messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db"))
+    except StorageError as error:
+        raise _fail(str(error), 1) from None
+    typer.echo(to_json(messages) if as_json else format_list(messages))
+
+
+@queue_app.command("show")
+def queue_show(
+    config: ConfigOption,
+    queue_id: Annotated[str, typer.Argument(help="The queue id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One message in full."""
+    from hubd.queue_report import format_show, read_queue, to_json
+
+    settings = _load(config)
+    try:
+        messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
+    except StorageError as error:
+        raise _fail(str(error), 1) from None
+    if not messages:
+        raise _fail(f"no message {queue_id} in the queue", 1)
+    typer.echo(to_json(messages) if as_json else format_show(messages[0]))
+
+
 def main() -> None:
     """Entry point of the `hubd` script."""
     app()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from hubd.delivery.courier import RecipientResult
 from hubd.delivery.outcomes import Decision
-from hubd.dsn import DsnRecipient, DsnReport, build_dsn, wants_notice
+from hubd.dsn import Action, DsnRecipient, DsnReport, build_dsn, wants_notice
 from hubd.queueid import new_queue_id
 from hubd.routing import HopKind, NextHop, Router
 from storage import ClaimedRecipient, NewMessage, NewRecipient, RecipientState
@@ -67,6 +67,7 @@ class Notifier:
 
     def notices(
         self,
+        *,
         hop: NextHop,
         first: ClaimedRecipient,
         body: bytes,
@@ -98,6 +99,7 @@ class Notifier:
         recipient = result.recipient
         outcome = decision.outcome
         remote = _remote_host(result.remote) if hop.kind is not HopKind.LOCAL else ""
+        action: Action
         if outcome.state is RecipientState.FAILED and wants_notice(recipient.notify, "FAILURE"):
             action = "failed"
         elif outcome.delay_notified:

@@ -179,7 +179,9 @@ class Scheduler:
             )
             for result in results
         ]
-        notices = self._notifier.notices(hop, first, body, results, decisions, now)
+        notices = self._notifier.notices(
+            hop=hop, first=first, body=body, results=results, decisions=decisions, now=now
+        )
         await self._repository.record_outcomes(
             [d.outcome for d in decisions], [n.message for n in notices]
         )

@@ -70,7 +70,7 @@ class SessionRegistry:
             session.close_with(replies.SHUTTING_DOWN)
 
 
-class HubSMTP(SMTP):  # type: ignore[misc]
+class HubSMTP(SMTP):
     """aiosmtpd's SMTP with hubd's reply texts and limits."""
 
     def __init__(
@@ -89,7 +89,7 @@ class HubSMTP(SMTP):  # type: ignore[misc]
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and not self._raw_replies:
-            status = with_enhanced_code(status)  # type: ignore[assignment]
+            status = with_enhanced_code(status)
         await super().push(status)
 
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -115,15 +115,14 @@ class HubSMTP(SMTP):  # type: ignore[misc]
             # aiosmtpd resets the envelope only when the DATA hook returns. After a hook that
             # raised (answered 451 by handle_exception) the transaction is over all the same,
             # and the client's next MAIL must not get "503 nested MAIL command".
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             raise
         finally:
             self._registry.commit_finished()
 
     async def _handle_client(self) -> None:
         if not self._registry.admit(self):
-            await self.push(str(replies.TOO_MANY_SESSIONS))
-            self.transport.close()
+            self.close_with(replies.TOO_MANY_SESSIONS)
             return
         try:
             await super()._handle_client()
@@ -135,9 +134,10 @@ class HubSMTP(SMTP):  # type: ignore[misc]
 
     def close_with(self, reply: replies.Reply) -> None:
         """Send a final reply and close the connection."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"{reply}\r\n".encode())
-            self.transport.close()
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(f"{reply}\r\n".encode())
+            transport.close()
 
 
 @dataclass(slots=True)

@@ -113,7 +113,10 @@ class TestExpiry:
             lambda: len(_reports(a)) >= 2 and _reports(a), 30, "delay and failure DSNs"
         )
         subjects = sorted(str(r["Subject"]) for r in reports)
-        assert subjects == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
+        assert subjects == [
+            "Delayed Mail (still being retried)",
+            "Undelivered Mail Returned to Sender",
+        ]
         for report in reports:
             (_, block) = _status_blocks(report)
             expected = "delayed" if "Delayed" in str(report["Subject"]) else "failed"

@@ -172,7 +172,7 @@ class TestMxChoice:
     async def test_preference_order_and_failover(
         self, start_node: NodeFactory, dns_server: DnsServer
     ) -> None:
-        """The lowest preference is tried first; when it refuses connections, the next MX gets it."""
+        """The lowest preference is tried first; when it refuses connections, the next gets it."""
         port = _free_port_on("127.0.0.1")
         outside = await _outside(start_node, port)
         ip = outside.relay_addresses[0].host
