@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from hubd.routing import Router
 from hubd.smtp.handler import ReceivedMessage
+from hubd.smtp.params import RcptParams
 from hubd.tracking import Tracker, TrackingEvent
 from storage import NewMessage, NewRecipient, Repository
 
@@ -36,9 +37,15 @@ class Intake:
         self._on_commit = on_commit
 
     async def __call__(self, message: ReceivedMessage) -> None:
+        params = message.rcpt_params or tuple(RcptParams() for _ in message.recipients)
         recipients = [
-            NewRecipient(address, self._router.next_hop(address.rpartition("@")[2]).key)
-            for address in message.recipients
+            NewRecipient(
+                address,
+                self._router.next_hop(address.rpartition("@")[2]).key,
+                notify=rcpt.notify,
+                orcpt=rcpt.orcpt,
+            )
+            for address, rcpt in zip(message.recipients, params, strict=True)
         ]
         await self._repository.enqueue(
             NewMessage(
@@ -50,6 +57,8 @@ class Intake:
                 message_id=message.message_id,
                 origin=f"{self._origin_prefix}.{message.queue_id}",
                 client=f"{message.helo} [{message.client_ip}]",
+                envid=message.mail_params.envid,
+                ret=message.mail_params.ret,
             )
         )
         self._tracker.record(

@@ -27,11 +27,12 @@ from hubd.smtp.message import (
     message_id,
     received_header,
 )
+from hubd.smtp.params import MailParams, RcptParams
 from hubd.smtp.relay import RelayPolicy, decide_recipient
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = ("250-PIPELINING", "250-ENHANCEDSTATUSCODES")
+_EXTENSIONS = ("250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN")
 # aiosmtpd hands the null reverse-path (RFC 5321 4.5.5) to hooks as "<>" and needs
 # envelope.mail_from to stay truthy; hubd's queue stores the null sender as "".
 _NULL_SENDER = "<>"
@@ -49,6 +50,8 @@ class ReceivedMessage:
     message_id: str | None
     client_ip: str
     helo: str
+    mail_params: MailParams = MailParams()
+    rcpt_params: tuple[RcptParams, ...] = ()
 
 
 Intake = Callable[[ReceivedMessage], Awaitable[None]]
@@ -104,6 +107,7 @@ class InboundHandler:
             return str(replies.BAD_SENDER_SYNTAX)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.mail_params = session.pending_mail
         return str(replies.SENDER_OK)
 
     async def handle_RCPT(
@@ -123,6 +127,7 @@ class InboundHandler:
         if reply.is_success:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
+            envelope.rcpt_params.append(session.pending_rcpt)
         return str(reply)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -152,6 +157,8 @@ class InboundHandler:
             message_id=message_id(data),
             client_ip=session.peer[0],
             helo=session.host_name,
+            mail_params=envelope.mail_params,
+            rcpt_params=tuple(envelope.rcpt_params),
         )
         await self._intake(message)
         return str(replies.queued(queue_id))

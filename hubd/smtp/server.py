@@ -22,6 +22,8 @@ from hubd import replies
 from hubd.config import HostPort
 from hubd.replies import with_enhanced_code
 from hubd.smtp.handler import InboundHandler
+from hubd.smtp.params import ParamError, split_mail_params, split_rcpt_params
+from hubd.smtp.session import HubEnvelope, HubSession
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,31 @@ class HubSMTP(SMTP):
         if isinstance(status, str) and not self._raw_replies:
             status = with_enhanced_code(status)
         await super().push(status)
+
+    def _create_session(self) -> HubSession:
+        return HubSession(self.loop)
+
+    def _create_envelope(self) -> HubEnvelope:
+        return HubEnvelope()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # Take RFC 3461 parameters out first: aiosmtpd would refuse them with 555.
+        if arg and isinstance(self.session, HubSession):
+            try:
+                arg, self.session.pending_mail = split_mail_params(arg)
+            except ParamError as error:
+                await self.push(str(error.reply))
+                return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if arg and isinstance(self.session, HubSession):
+            try:
+                arg, self.session.pending_rcpt = split_rcpt_params(arg)
+            except ParamError as error:
+                await self.push(str(error.reply))
+                return
+        await super().smtp_RCPT(arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         # RFC 2034: EHLO's own reply lines carry no enhanced codes.

@@ -302,14 +302,19 @@ class TestKillNineUnderLoad:
                 if r.outcome is Outcome.ACCEPTED
             }
             scan = MaildirScan(data_dir / "mailboxes" / DOMAIN)
-            wait_until(
-                lambda: set(accepted) <= set(scan.refresh()),
-                60,
-                "every message answered 250 to reach the Maildir",
-            )
+            try:
+                wait_until(
+                    lambda: set(accepted) <= set(scan.refresh()),
+                    60,
+                    "every message answered 250 to reach the Maildir",
+                )
+            except TimeoutError:
+                missing = sorted(set(accepted) - set(scan.refresh()))
+                pytest.fail(f"{len(missing)} messages answered 250 never arrived: {missing[:10]}")
             database = data_dir / "queue.db"
             wait_until(lambda: queue_counts(database) == (0, 0), 30, "the queue to drain")
             assert node.terminate() == 0
+            assert queue_counts(database) == (0, 0)
         finally:
             node.kill()
         finished = time.monotonic()
@@ -382,9 +387,7 @@ def _send_one(host: str, port: int, recipient: str, tag: str) -> tuple[int, byte
 
 
 class TestMaildirLeftHalfMade:
-    async def test_folder_without_subfolders_is_completed(
-        self, start_node: NodeFactory, tmp_path: Path
-    ) -> None:
+    async def test_folder_without_subfolders_is_completed(self, start_node: NodeFactory) -> None:
         """A mailbox folder that a crash left without tmp/, new/ and cur/ still takes delivery."""
         node = await start_node("mbx", local_domains=[DOMAIN])
         folder = node.config.mailbox_dir / DOMAIN / "bob"

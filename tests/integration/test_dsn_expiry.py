@@ -181,3 +181,80 @@ class TestScheduleSurvivesRestart:
         assert after.recipients[0].attempts == 1
         assert after.recipients[0].next_attempt_at == before.recipients[0].next_attempt_at
         assert after.recipients[0].next_attempt_at - before.received_at > 3000
+
+
+def _send_raw(node: Node, commands: list[str], data: bytes) -> list[tuple[int, bytes]]:
+    """Send one transaction with explicit MAIL and RCPT arguments; return every reply."""
+    address = node.relay_addresses[0]
+    with smtplib.SMTP(address.host, address.port, local_hostname="client.test", timeout=10) as c:
+        c.ehlo()
+        replies = [c.docmd(command) for command in commands]
+        replies.append(c.docmd("DATA"))
+        c.send(data + b".\r\n")
+        replies.append(c.getreply())
+    return replies
+
+
+class TestDsnExtension:
+    async def test_ehlo_advertises_dsn(self, start_node: NodeFactory) -> None:
+        """DSN is in the EHLO reply."""
+        a = await start_node("a", local_domains=["a.test"])
+        address = a.relay_addresses[0]
+
+        def ehlo() -> bool:
+            with smtplib.SMTP(address.host, address.port, timeout=10) as client:
+                client.ehlo()
+                return client.has_extn("dsn")
+
+        assert await asyncio.to_thread(ehlo)
+
+    async def test_notify_ret_envid_orcpt(self, start_node: NodeFactory) -> None:
+        """NOTIFY picks who is told, RET=HDRS returns headers, ENVID and ORCPT are echoed."""
+        b = await start_node(
+            "b",
+            local_domains=["corp.test"],
+            mailboxes={"catch_all": False, "recipients": ["good@corp.test"]},
+        )
+        a = await start_node(
+            "a",
+            local_domains=["a.test"],
+            routes=[{"domains": ["corp.test"], "next_hops": [str(b.relay_addresses[0])]}],
+        )
+        replies = await asyncio.to_thread(
+            _send_raw,
+            a,
+            [
+                "MAIL FROM:<alice@a.test> RET=HDRS ENVID=env+2B42",
+                "RCPT TO:<good@corp.test> NOTIFY=SUCCESS",
+                "RCPT TO:<bad@corp.test> NOTIFY=FAILURE ORCPT=rfc822;Bad+40corp.test",
+                "RCPT TO:<silent@corp.test> NOTIFY=NEVER",
+            ],
+            b"Subject: dsn\r\nMessage-ID: <dsn@a.test>\r\n\r\nsecret body\r\n",
+        )
+        assert [code for code, _ in replies] == [250, 250, 250, 250, 354, 250]
+
+        (report,) = await async_wait_until(lambda: _reports(a), 15, "one DSN")
+        per_message, *blocks = _status_blocks(report)
+        assert per_message["Original-Envelope-Id"] == "env+42"
+        by_recipient = {str(b["Final-Recipient"]): b for b in blocks}
+        assert set(by_recipient) == {"rfc822; good@corp.test", "rfc822; bad@corp.test"}
+        assert by_recipient["rfc822; good@corp.test"]["Action"] == "relayed"
+        assert by_recipient["rfc822; bad@corp.test"]["Action"] == "failed"
+        assert by_recipient["rfc822; bad@corp.test"]["Original-Recipient"] == "rfc822;Bad@corp.test"
+        kinds = [p.get_content_type() for p in report.walk()]
+        assert "text/rfc822-headers" in kinds
+        assert "message/rfc822" not in kinds
+        assert b"secret body" not in report.as_bytes()
+
+    async def test_malformed_notify_refused(self, start_node: NodeFactory) -> None:
+        """A malformed NOTIFY gets 501 5.5.4 and the session goes on."""
+        a = await start_node("a", local_domains=["a.test"])
+        replies = await asyncio.to_thread(
+            _send_raw,
+            a,
+            ["MAIL FROM:<x@a.test>", "RCPT TO:<bob@a.test> NOTIFY=MAYBE", "RCPT TO:<bob@a.test>"],
+            b"Subject: x\r\n\r\nx\r\n",
+        )
+        assert replies[1][0] == 501
+        assert replies[1][1].startswith(b"5.5.4")
+        assert replies[-1][0] == 250
