@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ class ReceivedMessage:
     message_id: str | None
     client_ip: str
     helo: str
-    mail_params: MailParams = MailParams()
+    mail_params: MailParams = field(default_factory=MailParams)
     rcpt_params: tuple[RcptParams, ...] = ()
 
 
