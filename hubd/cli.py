@@ -160,6 +160,20 @@ def bench_sink(listen: Annotated[str, typer.Option(help="host:port to listen on.
     asyncio.run(serve_sink(address, ready))
 
 
+@app.command("bench-queue")
+def bench_queue(
+    queued: Annotated[list[int], typer.Option(help="Queue sizes to measure.")] = [  # noqa: B006
+        1_000,
+        10_000,
+        100_000,
+    ],
+) -> None:
+    """Time the scheduler's claim and record of due work as the queue grows."""
+    from hubd.bench_queue import format_queue_bench, run_queue_bench
+
+    typer.echo(format_queue_bench(run_queue_bench(queued)))
+
+
 queue_app = typer.Typer(help="Look at a node's queue.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
