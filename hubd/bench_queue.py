@@ -15,8 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage import NewMessage, NewRecipient, RecipientOutcome, RecipientState, Repository
-from storage import Writer, open_database
+from storage import (
+    NewMessage,
+    NewRecipient,
+    RecipientOutcome,
+    RecipientState,
+    Repository,
+    Writer,
+    open_database,
+)
 
 _FILL_BATCH = 2000
 
@@ -67,8 +74,13 @@ async def _measure(directory: Path, count: int, batch: int, rounds: int) -> Queu
             claimed = await repository.claim_due(now, batch, f"bench-{round_}")
             claims.append(time.perf_counter() - started)
             outcomes = [
-                RecipientOutcome(c.recipient_id, RecipientState.PENDING, "mx:example.test",
-                                 "451 4.4.1 bench", now + 7200)
+                RecipientOutcome(
+                    c.recipient_id,
+                    RecipientState.PENDING,
+                    "mx:example.test",
+                    "451 4.4.1 bench",
+                    now + 7200,
+                )
                 for c in claimed
             ]
             started = time.perf_counter()
@@ -93,6 +105,8 @@ def run_queue_bench(sizes: list[int], batch: int = 256, rounds: int = 20) -> lis
 
 def format_queue_bench(results: list[QueueBenchResult]) -> str:
     """A table: queued messages, median claim and record time per batch."""
-    lines = [f"{'queued':>8}  {'claim ' + str(results[0].batch) + ' (ms)':>16}  {'record (ms)':>12}"]
+    lines = [
+        f"{'queued':>8}  {'claim ' + str(results[0].batch) + ' (ms)':>16}  {'record (ms)':>12}"
+    ]
     lines += [f"{r.queued:>8}  {r.claim_ms:>16.2f}  {r.record_ms:>12.2f}" for r in results]
     return "\n".join(lines)

@@ -68,6 +68,7 @@ class Node:
         self.repository: Repository | None = None
         self._writer: Writer | None = None
         self._scheduler: Scheduler | None = None
+        self._smtp: SmtpCourier | None = None
         self._tracker: Tracker | None = None
         self._registry = SessionRegistry(config.smtp.max_sessions)
         self._stopped = False
@@ -152,7 +153,7 @@ class Node:
         config = self.config
         assert self.repository is not None
         assert self._tracker is not None
-        smtp = SmtpCourier(
+        smtp = self._smtp = SmtpCourier(
             SmtpSettings(
                 local_hostname=config.node.hostname,
                 source_host=_source_host(config.smtp.listen),
@@ -208,6 +209,8 @@ class Node:
         self.listeners.clear()
         if self._scheduler is not None:
             await self._scheduler.stop(grace)
+        if self._smtp is not None:
+            await self._smtp.close()
         if self._writer is not None:
             await self._writer.stop()
         if self._tracker is not None:

@@ -38,6 +38,9 @@ class RecipientResult:
     code: int
     text: str
     remote: str = ""
+    # True when no host of the next hop could be used at all (refused, 421, timeout): the
+    # whole next hop is down, not just this message.
+    hop_down: bool = False
 
     @property
     def delivered(self) -> bool:

@@ -59,6 +59,8 @@ class Scheduler:
         self._max_in_flight = max_in_flight
         self._claim_batch = claim_batch
         self._hop_slots: dict[str, asyncio.Semaphore] = {}
+        # Next hops that just failed as a whole: until when, and the reply that said so.
+        self._hop_down: dict[str, tuple[float, int, str]] = {}
         self._in_flight = 0
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -146,6 +148,27 @@ class Scheduler:
             self._wake.set()
 
     async def _attempt(
+        self, hop: NextHop, recipients: list[ClaimedRecipient], body: bytes | None
+    ) -> list[RecipientResult]:
+        down = self._hop_down.get(hop.key)
+        if down is not None and down[0] > self._clock():
+            # The queue waits: no new connection attempts while the next hop is known down.
+            _, code, text = down
+            return [
+                RecipientResult(r, code, f"{text} (next hop down; not tried)") for r in recipients
+            ]
+        results = await self._try(hop, recipients, body)
+        if results and all(r.hop_down for r in results):
+            self._hop_down[hop.key] = (
+                self._clock() + self._policy.intervals[0],
+                results[0].code,
+                results[0].text,
+            )
+        elif any(r.delivered for r in results):
+            self._hop_down.pop(hop.key, None)
+        return results
+
+    async def _try(
         self, hop: NextHop, recipients: list[ClaimedRecipient], body: bytes | None
     ) -> list[RecipientResult]:
         first = recipients[0]

@@ -6,7 +6,8 @@ results.
 Public: SmtpCourier.
 Failures: none raised; a connection failure, a 421 or a 4xx before the recipients are known
 moves on to the next host; when none is left every recipient gets the last transient result.
-Limits: one connection per job (no reuse yet); no PIPELINING (aiosmtplib has none).
+Limits: connections are reused per host address (delivery/connections.py); no PIPELINING
+(aiosmtplib has none).
 See also: LIBNOTES.md section 2 (aiosmtplib's errors and STARTTLS default).
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,7 @@ from typing import Literal
 import aiosmtplib
 
 from hubd.config import HostPort
+from hubd.delivery.connections import ConnectionPool
 from hubd.delivery.courier import DeliveryJob, RecipientResult
 from hubd.replies import Reply
 from hubd.routing import HopKind
@@ -39,6 +42,10 @@ class _HostFailed(Exception):
     code: int
     text: str
     remote: str
+
+
+class _StaleConnection(Exception):
+    """A reused connection turned out closed before anything of the message was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +84,20 @@ def _split(error: aiosmtplib.SMTPResponseException) -> tuple[int, str]:
 class SmtpCourier:
     """Delivers jobs over SMTP to the hosts of their next hop, in order."""
 
-    def __init__(self, settings: SmtpSettings, mx: MxResolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        mx: MxResolver | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._mx = mx
+        self.pool = ConnectionPool(clock)
+
+    async def close(self) -> None:
+        """Close the connections kept for reuse."""
+        await self.pool.close()
 
     async def _hosts(self, job: DeliveryJob) -> Sequence[HostPort] | Reply:
         if job.next_hop.kind is not HopKind.MX:
@@ -102,11 +120,13 @@ class SmtpCourier:
                     "next hop %s for %s: %s %s", host, job.queue_id, failure.code, failure.text
                 )
                 last = failure
-        return [RecipientResult(r, last.code, last.text, last.remote) for r in job.recipients]
+        return [
+            RecipientResult(r, last.code, last.text, last.remote, hop_down=True)
+            for r in job.recipients
+        ]
 
-    async def _send(self, host: HostPort, job: DeliveryJob) -> list[RecipientResult]:
+    async def _connect(self, host: HostPort) -> aiosmtplib.SMTP:
         settings = self._settings
-        remote = str(host)
         client = aiosmtplib.SMTP(
             hostname=host.host,
             port=host.port,
@@ -118,22 +138,42 @@ class SmtpCourier:
         try:
             await client.connect(timeout=settings.connect_timeout)
         except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
             raise _HostFailed(
-                451, f"4.4.1 Connection to {remote} failed: {error}", remote
+                451, f"4.4.1 Connection to {host} failed: {error}", str(host)
             ) from None
+        return client
+
+    async def _send(self, host: HostPort, job: DeliveryJob) -> list[RecipientResult]:
+        reused = self.pool.take(host)
+        if reused is not None:
+            try:
+                return await self._use(host, reused, job, reused=True)
+            except _StaleConnection:
+                pass  # the server closed it while idle: nothing was sent; start afresh
+        return await self._use(host, await self._connect(host), job, reused=False)
+
+    async def _use(
+        self, host: HostPort, client: aiosmtplib.SMTP, job: DeliveryJob, *, reused: bool
+    ) -> list[RecipientResult]:
         try:
-            return await self._transaction(client, job, remote)
-        finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    client.close()
+            results = await self._transaction(client, job, str(host), reused=reused)
+        except BaseException:
+            client.close()
+            raise
+        self.pool.give(host, client)
+        return results
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, job: DeliveryJob, remote: str
+        self, client: aiosmtplib.SMTP, job: DeliveryJob, remote: str, *, reused: bool
     ) -> list[RecipientResult]:
         addresses = [r.address for r in job.recipients]
+        if reused:
+            try:
+                # A cheap check before MAIL: a connection the server dropped fails here.
+                await client.noop()
+            except (aiosmtplib.SMTPException, OSError):
+                raise _StaleConnection from None
         try:
             refused, data_reply = await client.sendmail(job.sender, addresses, job.body)
         except aiosmtplib.SMTPRecipientsRefused as error:

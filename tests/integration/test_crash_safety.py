@@ -347,8 +347,8 @@ class TestKillNineUnderLoad:
         assert not unknown_tags, sorted(unknown_tags)[:10]
 
         # Every 250'd message is there; a message never handed over by DATA is not.
-        missing = set(accepted) - set(counts)
-        assert not missing, f"lost after 250: {sorted(missing)[:10]}"
+        lost = set(accepted) - set(counts)
+        assert not lost, f"lost after 250: {sorted(lost)[:10]}"
         for index, result in state.results.items():
             if result.outcome is Outcome.NOT_SENT:
                 assert messages[index].tag not in counts
@@ -365,10 +365,10 @@ class TestKillNineUnderLoad:
             assert f"for <{message.recipient}>".encode() in received
             assert data[trace.end() :] == message.data, f"{path}: body differs from what was sent"
             assert path.parent.parent.name == message.recipient.partition("@")[0]
-            result = accepted.get(tag)
-            if result is not None:
-                assert f" id {result.queue_id}\r\n".encode() in received
-                assert result.queue_id in path.name
+            answer = accepted.get(tag)
+            if answer is not None:
+                assert f" id {answer.queue_id}\r\n".encode() in received
+                assert answer.queue_id in path.name
 
         # Concurrent sessions shared commits.
         assert per_commit > 1, stats
