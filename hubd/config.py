@@ -220,6 +220,30 @@ class DnsConfig(_Section):
     timeout: Duration = Field(timedelta(seconds=5), description="Lifetime of one lookup.")
 
 
+class ShadowConfig(_Section):
+    enabled: bool = Field(True, description="Advertise and use XSHADOW.")
+    peers: list[Network] | None = Field(
+        None,
+        description="Networks whose nodes may XSHADOW with this one; default: "
+        "smtp.trusted_networks.",
+    )
+    heartbeat_interval: Duration = Field(
+        timedelta(minutes=2), description="While shadows are held."
+    )
+    heartbeat_failures: PositiveInt = Field(
+        3, description="Missed heartbeats before a peer is dead."
+    )
+    auto_discard: Duration = Field(timedelta(days=3), description="Shadows and unasked notices.")
+    dedup_window: Duration = Field(timedelta(days=4), description="Origin keys at final delivery.")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ShadowConfig:
+        for key in ("heartbeat_interval", "auto_discard", "dedup_window"):
+            if getattr(self, key).total_seconds() <= 0:
+                raise ValueError(f"shadow.{key} must be longer than 0s")
+        return self
+
+
 class RouteConfig(_Section):
     domains: list[DomainPattern] = Field(min_length=1)
     next_hops: list[Address] = Field(min_length=1)
@@ -234,6 +258,7 @@ class Config(_Section):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
     dns: DnsConfig = Field(default_factory=DnsConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @model_validator(mode="after")
     def _check_local_vs_routes(self) -> Config:
@@ -242,6 +267,13 @@ class Config(_Section):
         if clash:
             raise ValueError(f"domains both local and routed: {', '.join(clash)}")
         return self
+
+    @property
+    def shadow_peers(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Networks allowed to XSHADOW (default: the trusted networks)."""
+        if self.shadow.peers is None:
+            return list(self.smtp.trusted_networks)
+        return list(self.shadow.peers)
 
     @property
     def mailbox_dir(self) -> Path:

@@ -55,10 +55,13 @@ class Intake:
                 body=message.data,
                 received_at=message.received_at,
                 message_id=message.message_id,
-                origin=f"{self._origin_prefix}.{message.queue_id}",
+                # A peer's XORIGIN is kept unchanged by every hop and by resubmission.
+                origin=message.mail_params.origin or f"{self._origin_prefix}.{message.queue_id}",
                 client=f"{message.helo} [{message.client_ip}]",
                 envid=message.mail_params.envid,
                 ret=message.mail_params.ret,
+                upstream=message.upstream.name if message.upstream else "",
+                upstream_incarnation=message.upstream.incarnation if message.upstream else "",
             )
         )
         self._tracker.record(

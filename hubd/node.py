@@ -1,8 +1,8 @@
 """One running hubd node: storage, intake, delivery and listeners, started and stopped in order.
 
 Owns: the order of start-up (open the queue, release leases of a dead run, start the writer,
-the scheduler, then the listeners) and of shutdown (stop accepting, let commits in flight
-answer, finish deliveries in flight, commit, close the database).
+the scheduler, the shadow heartbeat, then the listeners) and of shutdown (stop accepting, let
+commits in flight answer, finish deliveries in flight, commit, close the database).
 Public: Node.
 Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken.
 See also: hubd/cli.py (`hubd serve`), DESIGN.md (the life of a message).
@@ -20,6 +20,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import aiosmtplib
+
 from hubd.config import Config, HostPort
 from hubd.delivery.maildir import MaildirCourier
 from hubd.delivery.notices import Notifier
@@ -29,11 +31,16 @@ from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
 from hubd.routing import HopKind, Router, RouteTable
 from hubd.routing.mx import MxResolver
-from hubd.smtp.handler import InboundHandler, InboundLimits
+from hubd.shadow.client import ShadowClient
+from hubd.shadow.delayed_ack import Departures
+from hubd.shadow.heartbeat import Heartbeat
+from hubd.shadow.protocol import Hello
+from hubd.smtp.handler import DelayedAck, InboundHandler, InboundLimits
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Listener, SessionRegistry, start_listener
+from hubd.smtp.xshadow import ShadowServer
 from hubd.tracking import Tracker, TrackingEvent
-from storage import Database, Repository, Writer, open_database
+from storage import Database, Repository, ShadowLedger, Writer, open_database
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ class Node:
         self._writer: Writer | None = None
         self._scheduler: Scheduler | None = None
         self._smtp: SmtpCourier | None = None
+        self._heartbeat: Heartbeat | None = None
+        self.ledger: ShadowLedger | None = None
         self._tracker: Tracker | None = None
         self._registry = SessionRegistry(config.smtp.max_sessions)
         self._stopped = False
@@ -92,32 +101,21 @@ class Node:
         self._writer = Writer(self.database.write_engine)
         self._writer.start()
         self.repository = Repository(self.database, self._writer)
+        self.ledger = ShadowLedger(self._writer, self.database.read_engine)
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
         await self._recover(owner)
+        me = Hello(config.node.name, self.database.incarnation)
         router = Router(config.local_domains, RouteTable(config.routes))
-        self._scheduler = self._make_scheduler(router, owner)
+        departures = Departures() if config.smtp.delayed_ack else None
+        shadow = self._make_shadow_client(me) if config.shadow.enabled else None
+        self._scheduler = self._make_scheduler(router, owner, shadow, departures)
         self._scheduler.start()
-        intake = Intake(
-            repository=self.repository,
-            router=router,
-            tracker=self._tracker,
-            origin_prefix=self._origin_prefix,
-            on_commit=self._scheduler.wake,
-        )
-        handler = InboundHandler(
-            hostname=config.node.hostname,
-            policy=RelayPolicy(
-                router=router,
-                trusted_networks=config.smtp.trusted_networks,
-                catch_all=config.mailboxes.catch_all,
-                known_recipients=frozenset(config.mailboxes.recipients),
-            ),
-            limits=InboundLimits(config.smtp.max_recipients, config.smtp.max_received_headers),
-            intake=intake,
-            clock=self._clock,
-            rng=self._rng,
-        )
+        if shadow is not None:
+            await shadow.load()
+            self._heartbeat = self._make_heartbeat(shadow)
+            self._heartbeat.start()
+        handler = self._make_handler(router, me, departures)
         for address in config.smtp.listen:
             self.listeners.append(
                 await start_listener(
@@ -130,6 +128,83 @@ class Node:
                     idle_timeout=config.smtp.idle_timeout.total_seconds(),
                 )
             )
+
+    def _make_handler(
+        self, router: Router, me: Hello, departures: Departures | None
+    ) -> InboundHandler:
+        config = self.config
+        assert self.repository is not None
+        assert self.ledger is not None
+        assert self._tracker is not None
+        assert self._scheduler is not None
+        intake = Intake(
+            repository=self.repository,
+            router=router,
+            tracker=self._tracker,
+            origin_prefix=self._origin_prefix,
+            on_commit=self._scheduler.wake,
+        )
+        shadow_server = None
+        if config.shadow.enabled:
+            shadow_server = ShadowServer(
+                me=me,
+                peers=config.shadow_peers,
+                ledger=self.ledger,
+                tracker=self._tracker,
+                clock=self._clock,
+            )
+        return InboundHandler(
+            hostname=config.node.hostname,
+            policy=RelayPolicy(
+                router=router,
+                trusted_networks=config.smtp.trusted_networks,
+                catch_all=config.mailboxes.catch_all,
+                known_recipients=frozenset(config.mailboxes.recipients),
+            ),
+            limits=InboundLimits(config.smtp.max_recipients, config.smtp.max_received_headers),
+            intake=intake,
+            clock=self._clock,
+            rng=self._rng,
+            shadow=shadow_server,
+            delayed_ack=(
+                DelayedAck(departures, config.smtp.max_ack_delay.total_seconds())
+                if departures is not None
+                else None
+            ),
+        )
+
+    def _make_shadow_client(self, me: Hello) -> ShadowClient:
+        assert self.ledger is not None
+        assert self._tracker is not None
+        return ShadowClient(
+            me=me,
+            ledger=self.ledger,
+            tracker=self._tracker,
+            clock=self._clock,
+            wake=lambda: self._scheduler.wake() if self._scheduler is not None else None,
+        )
+
+    def _make_heartbeat(self, shadow: ShadowClient) -> Heartbeat:
+        config = self.config
+        assert self.ledger is not None
+        assert self._tracker is not None
+        assert self._smtp is not None
+        smtp = self._smtp
+
+        async def connect(address: str) -> aiosmtplib.SMTP:
+            return await smtp.connect(HostPort.parse(address))
+
+        return Heartbeat(
+            ledger=self.ledger,
+            shadow=shadow,
+            connect=connect,
+            tracker=self._tracker,
+            clock=self._clock,
+            interval=config.shadow.heartbeat_interval.total_seconds(),
+            failures=config.shadow.heartbeat_failures,
+            auto_discard=config.shadow.auto_discard.total_seconds(),
+            dedup_window=config.shadow.dedup_window.total_seconds(),
+        )
 
     async def _recover(self, owner: str) -> None:
         assert self.repository is not None
@@ -149,7 +224,13 @@ class Node:
                 crashes=message.crashes,
             )
 
-    def _make_scheduler(self, router: Router, owner: str) -> Scheduler:
+    def _make_scheduler(
+        self,
+        router: Router,
+        owner: str,
+        shadow: ShadowClient | None,
+        departures: Departures | None,
+    ) -> Scheduler:
         config = self.config
         assert self.repository is not None
         assert self._tracker is not None
@@ -169,6 +250,7 @@ class Node:
                 port=config.delivery.mx_port,
                 rng=self._rng,
             ),
+            shadow=shadow,
         )
         return Scheduler(
             repository=self.repository,
@@ -194,6 +276,8 @@ class Node:
             clock=self._clock,
             owner=owner,
             concurrency_per_hop=config.delivery.concurrency_per_hop,
+            ledger=self.ledger,
+            departures=departures,
         )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -207,6 +291,8 @@ class Node:
         for listener in self.listeners:
             await listener.server.wait_closed()
         self.listeners.clear()
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         if self._scheduler is not None:
             await self._scheduler.stop(grace)
         if self._smtp is not None:

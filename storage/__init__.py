@@ -9,9 +9,12 @@ from storage.model import (
     QueuedRecipient,
     RecipientOutcome,
     RecipientState,
+    Settled,
+    ShadowRecord,
 )
 from storage.reader import QueueReader
 from storage.repository import Recovery, Repository
+from storage.shadows import ShadowLedger
 from storage.writer import Writer
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "RecipientState",
     "Recovery",
     "Repository",
+    "Settled",
+    "ShadowLedger",
+    "ShadowRecord",
     "Writer",
     "open_database",
     "open_reader",

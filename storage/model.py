@@ -1,7 +1,7 @@
 """The queue's value types: what goes in, what delivery gets, what comes back out.
 
 Public: RecipientState, NewMessage, NewRecipient, ClaimedRecipient, RecipientOutcome,
-QueuedMessage, QueuedRecipient, DONE_STATES.
+QueuedMessage, QueuedRecipient, ShadowRecord, Settled, FINISHED_STATES, LEFT_STATES.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ class RecipientState(enum.StrEnum):
     DELIVERED = "DELIVERED"
     FAILED = "FAILED"
     HELD = "HELD"  # not tried until an operator releases it (poison, or suspended)
+    SHADOWED = "SHADOWED"  # handed to a shadow-aware peer; a shadow is held until it discards
+    DROPPED = "DROPPED"  # taken over by the upstream node (XQTAKEN), or a duplicate
 
 
-DONE_STATES = (RecipientState.DELIVERED, RecipientState.FAILED)
+# A message is finished (and deleted) when every recipient is in one of these...
+FINISHED_STATES = (RecipientState.DELIVERED, RecipientState.FAILED, RecipientState.DROPPED)
+# ...and has left the node (upstream notice, delayed ack) when every one is in these.
+LEFT_STATES = (*FINISHED_STATES, RecipientState.SHADOWED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,8 @@ class NewMessage:
     client: str
     envid: str = ""
     ret: str = ""
+    upstream: str = ""  # XSHADOW: the peer owed a discard notice, with its incarnation
+    upstream_incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,7 @@ class ClaimedRecipient:
     received_at: float
     size: int
     message_id: str | None
+    origin: str
     envid: str
     ret: str
     notify: str
@@ -77,6 +85,27 @@ class RecipientOutcome:
     reply: str
     next_attempt_at: float | None = None
     delay_notified: bool = False
+    shadow: ShadowRecord | None = None  # with state SHADOWED: the peer now holding it
+    final: bool = False  # delivered at its final hop: remember (origin, recipient)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRecord:
+    """Which peer accepted a message, as which of its queue ids (XSHADOW)."""
+
+    peer_address: str
+    peer_name: str
+    peer_incarnation: str
+    peer_queue_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Messages whose last recipient just left the node, and those now deleted."""
+
+    left: tuple[str, ...] = ()
+    finished: tuple[str, ...] = ()
+    notices: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,17 @@ from sqlalchemy.engine import Connection
 
 from storage.database import Database
 from storage.model import (
-    DONE_STATES,
     ClaimedRecipient,
     NewMessage,
     RecipientOutcome,
     RecipientState,
+    Settled,
+    ShadowRecord,
 )
 from storage.reader import DUE, QueueReader
 from storage.schema import bodies, messages, recipients
+from storage.settle import settle
+from storage.shadows import claim_early_discard, create_shadow, remember_origin
 from storage.writer import Writer
 
 
@@ -43,6 +46,8 @@ def _insert(conn: Connection, message: NewMessage) -> None:
             client=message.client,
             envid=message.envid,
             ret=message.ret,
+            upstream=message.upstream,
+            upstream_incarnation=message.upstream_incarnation,
         )
     ).inserted_primary_key
     assert inserted is not None
@@ -91,6 +96,7 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
             messages.c.received_at,
             messages.c.size,
             messages.c.message_id,
+            messages.c.origin,
             messages.c.envid,
             messages.c.ret,
             recipients.c.notify,
@@ -108,10 +114,14 @@ def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[Claimed
 
 
 def _record(
-    conn: Connection, outcomes: Sequence[RecipientOutcome], notices: Sequence[NewMessage]
-) -> list[str]:
-    for notice in notices:
-        _insert(conn, notice)
+    conn: Connection,
+    outcomes: Sequence[RecipientOutcome],
+    dsns: Sequence[NewMessage],
+    now: float,
+) -> Settled:
+    for dsn in dsns:
+        _insert(conn, dsn)
+    shadow_ids: dict[ShadowRecord, int] = {}
     for outcome in outcomes:
         values: dict[str, object] = {
             "state": outcome.state,
@@ -124,22 +134,25 @@ def _record(
             values["delay_notified"] = 1
         if outcome.next_attempt_at is not None:
             values["next_attempt_at"] = outcome.next_attempt_at
+        if outcome.shadow is not None:
+            if outcome.shadow not in shadow_ids:
+                shadow_ids[outcome.shadow] = create_shadow(
+                    conn, outcome.recipient_id, outcome.shadow, now
+                )
+            values["shadow"] = shadow_ids[outcome.shadow]
         conn.execute(
             update(recipients).where(recipients.c.id == outcome.recipient_id).values(**values)
         )
-    touched = select(recipients.c.message).where(
-        recipients.c.id.in_([o.recipient_id for o in outcomes])
-    )
-    still_pending = select(recipients.c.message).where(
-        recipients.c.message.in_(touched), recipients.c.state.not_in(DONE_STATES)
-    )
-    finished = select(messages.c.id, messages.c.queue_id).where(
-        messages.c.id.in_(touched), messages.c.id.not_in(still_pending)
-    )
-    done = conn.execute(finished).all()
-    if done:
-        conn.execute(delete(messages).where(messages.c.id.in_([pk for pk, _ in done])))
-    return [queue_id for _, queue_id in done]
+        if outcome.final:
+            remember_origin(conn, outcome.recipient_id, now)
+    for record, shadow_id in shadow_ids.items():
+        claim_early_discard(conn, record, shadow_id)
+    touched = conn.execute(
+        select(recipients.c.message)
+        .where(recipients.c.id.in_([o.recipient_id for o in outcomes]))
+        .distinct()
+    ).scalars()
+    return settle(conn, list(touched), now)
 
 
 def _release(conn: Connection, keep_owner: str | None) -> int:
@@ -227,13 +240,13 @@ class Repository(QueueReader):
         return await self._writer.submit("claim", lambda conn: _claim(conn, now, limit, owner))
 
     async def record_outcomes(
-        self, outcomes: Sequence[RecipientOutcome], notices: Sequence[NewMessage] = ()
-    ) -> list[str]:
-        """Record attempt results and queue their DSNs in one transaction.
-
-        Returns the queue ids of messages that are finished, and so deleted.
-        """
-        return await self._writer.submit("outcome", lambda conn: _record(conn, outcomes, notices))
+        self,
+        outcomes: Sequence[RecipientOutcome],
+        dsns: Sequence[NewMessage] = (),
+        now: float = 0.0,
+    ) -> Settled:
+        """Record attempt results, shadows and their DSNs in one transaction."""
+        return await self._writer.submit("outcome", lambda conn: _record(conn, outcomes, dsns, now))
 
     async def release_leases(self, *, except_owner: str | None = None) -> int:
         """Free recipients leased by other (dead) runs, or by anyone when no owner is kept."""

@@ -1,6 +1,7 @@
 """The queue database's tables and its schema version.
 
-Owns: table definitions (messages, bodies, recipients, meta, stats) and SCHEMA_VERSION.
+Owns: table definitions (messages, bodies, recipients, meta, stats; XSHADOW's shadows,
+early_discards, taken, peers, upstreams, notices; delivered_origins) and SCHEMA_VERSION.
 Not: opening the file (database.py) or the verbs over it (repository.py).
 Limits: states are stored by name (RecipientState in repository.py).
 """
@@ -55,6 +56,11 @@ messages = Table(
     Column("ret", String, nullable=False, server_default=""),
     # Times a run died while delivering this message; past the threshold it is held (poison).
     Column("crashes", Integer, nullable=False, server_default="0"),
+    # XSHADOW: the upstream node (and its incarnation) that is owed a discard notice for
+    # this message, and whether that notice has been recorded.
+    Column("upstream", String, nullable=False, server_default=""),
+    Column("upstream_incarnation", String, nullable=False, server_default=""),
+    Column("upstream_notified", Integer, nullable=False, server_default="0"),
 )
 
 # Bodies apart from envelopes, so that scans of the queue never page through message text.
@@ -82,7 +88,86 @@ recipients = Table(
     Column("notify", String, nullable=False, server_default=""),
     Column("orcpt", String, nullable=False, server_default=""),
     Column("delay_notified", Integer, nullable=False, server_default="0"),
+    # The shadow this recipient is held under, while it is SHADOWED (handed to a peer).
+    Column("shadow", Integer, ForeignKey("shadows.id", ondelete="SET NULL")),
 )
+
+# Upstream side (U): copies of messages handed to a shadow-aware peer, until it discards them.
+shadows = Table(
+    "shadows",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("peer_address", String, nullable=False),
+    Column("peer_name", String, nullable=False),
+    Column("peer_incarnation", String, nullable=False),
+    Column("peer_queue_id", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_shadows_peer", shadows.c.peer_address, shadows.c.peer_incarnation)
+Index("ix_shadows_peer_id", shadows.c.peer_incarnation, shadows.c.peer_queue_id)
+Index("ix_shadows_message", shadows.c.message)
+
+# Discard notices that arrived before the shadow they are for was committed.
+early_discards = Table(
+    "early_discards",
+    metadata,
+    Column("peer_incarnation", String, primary_key=True),
+    Column("peer_queue_id", String, primary_key=True),
+    Column("received_at", Float, nullable=False),
+)
+
+# Peer queue ids this node took over (resubmitted), to tell the peer when it comes back.
+taken = Table(
+    "taken",
+    metadata,
+    Column("peer_address", String, primary_key=True),
+    Column("peer_incarnation", String, primary_key=True),
+    Column("peer_queue_id", String, primary_key=True),
+    Column("taken_at", Float, nullable=False),
+)
+
+# What this node knows of each peer it sends to: incarnation, acknowledged notice sequence.
+peers = Table(
+    "peers",
+    metadata,
+    Column("address", String, primary_key=True),
+    Column("name", String, nullable=False, server_default=""),
+    Column("incarnation", String, nullable=False, server_default=""),
+    Column("ack", Integer, nullable=False, server_default="0"),
+    Column("dead", Integer, nullable=False, server_default="0"),
+)
+
+# Downstream side (D): per upstream incarnation, the notices owed to it, in sequence.
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("incarnation", String, primary_key=True),
+    Column("next_seq", Integer, nullable=False, server_default="1"),
+    Column("last_listed", Integer, nullable=False, server_default="0"),
+    Column("last_asked_at", Float, nullable=False),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("upstream", String, primary_key=True),
+    Column("upstream_incarnation", String, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("queue_id", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Final delivery: (origin key, recipient) pairs already delivered, for duplicate suppression.
+delivered_origins = Table(
+    "delivered_origins",
+    metadata,
+    Column("origin", String, primary_key=True),
+    Column("recipient", String, primary_key=True),
+    Column("delivered_at", Float, nullable=False),
+)
+Index("ix_delivered_origins_at", delivered_origins.c.delivered_at)
 
 Index("ix_recipients_message", recipients.c.message)
 # The scheduler's one query: due, pending, unclaimed recipients in due order.

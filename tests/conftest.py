@@ -38,6 +38,8 @@ def node_settings(data_dir: Path, name: str, host: str, port: int = 0) -> dict[s
         "smtp": {"listen": [f"{host}:{port}"], "trusted_networks": ["127.0.0.0/8"]},
         "queue": {"retry": ["1s"], "expiry": "1h"},
         "delivery": {"tls": "off", "connect_timeout": "5s", "command_timeout": "10s"},
+        # Peers fetch discard notices within a second, so shadows clear quickly in tests.
+        "shadow": {"heartbeat_interval": "1s", "heartbeat_failures": 3},
     }
 
 

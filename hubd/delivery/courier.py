@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hubd.routing import NextHop
-from storage import ClaimedRecipient
+from storage import ClaimedRecipient, ShadowRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class DeliveryJob:
     message_id: str | None
     body: bytes
     recipients: Sequence[ClaimedRecipient]
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,12 @@ class RecipientResult:
     # True when no host of the next hop could be used at all (refused, 421, timeout): the
     # whole next hop is down, not just this message.
     hop_down: bool = False
+    # XSHADOW: the peer that took the message and now holds it (we keep a shadow), or
+    # `final` when the message reached a hop that ends our responsibility (Maildir, or an
+    # MTA that is not a hubd peer), so its origin key is remembered for duplicates.
+    shadow: ShadowRecord | None = None
+    final: bool = False
+    duplicate: bool = False  # dropped: this origin key already reached this recipient
 
     @property
     def delivered(self) -> bool:

@@ -121,5 +121,5 @@ class MaildirCourier:
                 )
                 continue
             text = "2.0.0 Delivered to mailbox" if written else "2.0.0 Already in mailbox"
-            results.append(RecipientResult(recipient, 250, text, remote=str(folder)))
+            results.append(RecipientResult(recipient, 250, text, remote=str(folder), final=True))
         return results

@@ -104,7 +104,7 @@ class Notifier:
             action = "failed"
         elif outcome.delay_notified:
             action = "delayed"
-        elif outcome.state is RecipientState.DELIVERED and wants_notice(
+        elif outcome.state in (RecipientState.DELIVERED, RecipientState.SHADOWED) and wants_notice(
             recipient.notify, "SUCCESS"
         ):
             action = "delivered" if hop.kind is HopKind.LOCAL else "relayed"

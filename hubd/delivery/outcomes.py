@@ -34,11 +34,16 @@ def decide_outcome(
     """The recipient's new state after this result; `delay_due` marks a delay warning sent."""
     recipient = result.recipient
     rid = recipient.recipient_id
+    if result.duplicate:
+        outcome = RecipientOutcome(rid, RecipientState.DELIVERED, hop.key, result.reply)
+        return Decision(outcome, TrackingEvent.DUPLICATE)
     if result.delivered:
         event = TrackingEvent.DELIVER if hop.kind is HopKind.LOCAL else TrackingEvent.SEND
-        return Decision(
-            RecipientOutcome(rid, RecipientState.DELIVERED, hop.key, result.reply), event
+        state = RecipientState.SHADOWED if result.shadow else RecipientState.DELIVERED
+        outcome = RecipientOutcome(
+            rid, state, hop.key, result.reply, shadow=result.shadow, final=result.final
         )
+        return Decision(outcome, event)
     if result.transient:
         when = next_attempt(
             policy, received_at=recipient.received_at, attempts=recipient.attempts + 1, now=now

@@ -21,8 +21,9 @@ from hubd.delivery.notices import Notifier
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
 from hubd.routing import HopKind, NextHop, Router
+from hubd.shadow.delayed_ack import Departures
 from hubd.tracking import Tracker, TrackingEvent
-from storage import ClaimedRecipient, Repository
+from storage import ClaimedRecipient, Repository, ShadowLedger
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Scheduler:
         clock: Callable[[], float],
         owner: str,
         concurrency_per_hop: int,
+        ledger: ShadowLedger | None = None,
+        departures: Departures | None = None,
         max_in_flight: int = 512,
         claim_batch: int = 256,
     ) -> None:
@@ -52,6 +55,10 @@ class Scheduler:
         self._couriers = couriers
         self._policy = policy
         self._notifier = notifier
+        self._ledger = ledger
+        self._departures = departures
+        # (origin key, recipient) pairs being delivered now, so two copies never race.
+        self._final_keys: set[tuple[str, str]] = set()
         self._tracker = tracker
         self._clock = clock
         self._owner = owner
@@ -178,15 +185,46 @@ class Scheduler:
             return [RecipientResult(r, 451, text) for r in recipients]
         if body is None:
             return [RecipientResult(r, 451, "4.3.0 Message body missing") for r in recipients]
+        duplicates = await self._duplicates(first.origin, recipients)
+        to_send = [r for r in recipients if r.address.lower() not in duplicates]
+        results = [
+            RecipientResult(r, 250, f"2.0.0 Duplicate of {first.origin} dropped", duplicate=True)
+            for r in recipients
+            if r.address.lower() in duplicates
+        ]
+        if not to_send:
+            return results
         job = DeliveryJob(
-            hop, first.queue_id, first.sender, first.received_at, first.message_id, body, recipients
+            hop,
+            first.queue_id,
+            first.sender,
+            first.received_at,
+            first.message_id,
+            body,
+            to_send,
+            first.origin,
         )
+        keys = {(first.origin, r.address.lower()) for r in to_send}
+        busy = keys & self._final_keys
+        if busy:
+            # Another copy of this origin key is being delivered right now: wait for it,
+            # so that the duplicate check sees its outcome.
+            text = "4.3.0 Another copy of this message is in delivery"
+            return results + [RecipientResult(r, 451, text) for r in to_send]
+        self._final_keys |= keys
         try:
-            return await courier.deliver(job)
+            return results + await courier.deliver(job)
         except Exception as error:
             log.exception("courier %s failed on %s", hop.key, first.queue_id)
             text = f"4.3.0 Local delivery error: {error}"
-            return [RecipientResult(r, 451, text) for r in recipients]
+            return results + [RecipientResult(r, 451, text) for r in to_send]
+        finally:
+            self._final_keys -= keys
+
+    async def _duplicates(self, origin: str, recipients: list[ClaimedRecipient]) -> set[str]:
+        if self._ledger is None or not origin:
+            return set()
+        return await self._ledger.seen_origins(origin, [r.address for r in recipients])
 
     async def _record(
         self, hop: NextHop, first: ClaimedRecipient, body: bytes, results: list[RecipientResult]
@@ -205,9 +243,11 @@ class Scheduler:
         notices = self._notifier.notices(
             hop=hop, first=first, body=body, results=results, decisions=decisions, now=now
         )
-        await self._repository.record_outcomes(
-            [d.outcome for d in decisions], [n.message for n in notices]
+        settled = await self._repository.record_outcomes(
+            [d.outcome for d in decisions], [n.message for n in notices], now=now
         )
+        if self._departures is not None:
+            self._departures.left(settled.left)
         for decision, result in zip(decisions, results, strict=True):
             self._tracker.record(
                 decision.event,
@@ -221,6 +261,17 @@ class Scheduler:
                 remote=result.remote or None,
                 attempt=result.recipient.attempts + 1,
             )
+            if result.shadow is not None:
+                self._tracker.record(
+                    TrackingEvent.SHADOW,
+                    queue_id=first.queue_id,
+                    sender=first.sender,
+                    recipients=[result.recipient.address],
+                    message_id=first.message_id,
+                    next_hop=result.shadow.peer_address,
+                    reply=f"shadow held; {result.shadow.peer_name} has it as "
+                    f"{result.shadow.peer_queue_id}",
+                )
         for notice in notices:
             self._tracker.record(
                 TrackingEvent.DSN,

@@ -6,8 +6,10 @@ results.
 Public: SmtpCourier.
 Failures: none raised; a connection failure, a 421 or a 4xx before the recipients are known
 moves on to the next host; when none is left every recipient gets the last transient result.
+With a shadow-aware peer (XSHADOW): says XSHADOW, sends the origin key (XORIGIN), returns
+the peer's queue id so a shadow is kept, and asks for discard notices after the message.
 Limits: connections are reused per host address (delivery/connections.py); no PIPELINING
-(aiosmtplib has none).
+(aiosmtplib has none); hosts of peers declared dead are skipped.
 See also: LIBNOTES.md section 2 (aiosmtplib's errors and STARTTLS default).
 """
 
@@ -24,11 +26,14 @@ from typing import Literal
 import aiosmtplib
 
 from hubd.config import HostPort
-from hubd.delivery.connections import ConnectionPool
+from hubd.delivery.connections import ConnectionPool, Outbound
 from hubd.delivery.courier import DeliveryJob, RecipientResult
 from hubd.replies import Reply
 from hubd.routing import HopKind
 from hubd.routing.mx import MxResolver
+from hubd.shadow.client import PeerLink, ShadowClient
+from hubd.shadow.protocol import parse_queued_reply
+from storage import ShadowRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +94,12 @@ class SmtpCourier:
         settings: SmtpSettings,
         mx: MxResolver | None = None,
         *,
+        shadow: ShadowClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._mx = mx
+        self._shadow = shadow
         self.pool = ConnectionPool(clock)
 
     async def close(self) -> None:
@@ -101,16 +108,25 @@ class SmtpCourier:
 
     async def _hosts(self, job: DeliveryJob) -> Sequence[HostPort] | Reply:
         if job.next_hop.kind is not HopKind.MX:
-            return job.next_hop.hosts
-        if self._mx is None:
+            hosts: Sequence[HostPort] = job.next_hop.hosts
+        elif self._mx is None:
             return Reply(451, "4.4.0", "MX delivery is not configured")
-        return await self._mx.targets(job.next_hop.name)
+        else:
+            found = await self._mx.targets(job.next_hop.name)
+            if isinstance(found, Reply):
+                return found
+            hosts = found
+        dead = self._shadow.dead if self._shadow is not None else set()
+        alive = [host for host in hosts if str(host) not in dead]
+        if hosts and not alive:
+            return Reply(451, "4.4.1", "Every host of this next hop is a peer declared dead")
+        return alive
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         hosts = await self._hosts(job)
         if isinstance(hosts, Reply):
             text = f"{hosts.enhanced} {hosts.text}"
-            return [RecipientResult(r, hosts.code, text) for r in job.recipients]
+            return [RecipientResult(r, hosts.code, text, hop_down=True) for r in job.recipients]
         last = _HostFailed(451, "4.4.1 No next hop host could be reached", "")
         for host in hosts:
             try:
@@ -125,7 +141,8 @@ class SmtpCourier:
             for r in job.recipients
         ]
 
-    async def _connect(self, host: HostPort) -> aiosmtplib.SMTP:
+    async def connect(self, host: HostPort) -> aiosmtplib.SMTP:
+        """A connected client to `host` (bound to the node's address, STARTTLS as set)."""
         settings = self._settings
         client = aiosmtplib.SMTP(
             hostname=host.host,
@@ -144,6 +161,20 @@ class SmtpCourier:
             ) from None
         return client
 
+    async def _open(self, host: HostPort) -> Outbound:
+        client = await self.connect(host)
+        link: PeerLink | None = None
+        try:
+            await client.ehlo()
+            if self._shadow is not None:
+                link = await self._shadow.open(client, str(host))
+        except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
+            raise _HostFailed(
+                451, f"4.4.2 Session with {host} failed: {error}", str(host)
+            ) from None
+        return Outbound(client, link)
+
     async def _send(self, host: HostPort, job: DeliveryJob) -> list[RecipientResult]:
         reused = self.pool.take(host)
         if reused is not None:
@@ -151,22 +182,31 @@ class SmtpCourier:
                 return await self._use(host, reused, job, reused=True)
             except _StaleConnection:
                 pass  # the server closed it while idle: nothing was sent; start afresh
-        return await self._use(host, await self._connect(host), job, reused=False)
+        return await self._use(host, await self._open(host), job, reused=False)
 
     async def _use(
-        self, host: HostPort, client: aiosmtplib.SMTP, job: DeliveryJob, *, reused: bool
+        self, host: HostPort, outbound: Outbound, job: DeliveryJob, *, reused: bool
     ) -> list[RecipientResult]:
         try:
-            results = await self._transaction(client, job, str(host), reused=reused)
+            results = await self._transaction(outbound, job, str(host), reused=reused)
         except BaseException:
-            client.close()
+            outbound.client.close()
             raise
-        self.pool.give(host, client)
+        if outbound.link is not None and self._shadow is not None:
+            try:
+                await self._shadow.exchange_discards(outbound.client, outbound.link)
+            except (aiosmtplib.SMTPException, OSError) as error:
+                # The message is delivered already; notices will come with a heartbeat.
+                log.info("discard exchange with %s failed: %s", host, error)
+                outbound.client.close()
+                return results
+        self.pool.give(host, outbound)
         return results
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, job: DeliveryJob, remote: str, *, reused: bool
+        self, outbound: Outbound, job: DeliveryJob, remote: str, *, reused: bool
     ) -> list[RecipientResult]:
+        client, link = outbound.client, outbound.link
         addresses = [r.address for r in job.recipients]
         if reused:
             try:
@@ -174,8 +214,11 @@ class SmtpCourier:
                 await client.noop()
             except (aiosmtplib.SMTPException, OSError):
                 raise _StaleConnection from None
+        options = [f"XORIGIN={job.origin}"] if link is not None and job.origin else []
         try:
-            refused, data_reply = await client.sendmail(job.sender, addresses, job.body)
+            refused, data_reply = await client.sendmail(
+                job.sender, addresses, job.body, mail_options=options
+            )
         except aiosmtplib.SMTPRecipientsRefused as error:
             by_address = {e.recipient: (e.code, e.message) for e in error.recipients}
             return [
@@ -192,11 +235,26 @@ class SmtpCourier:
             raise _HostFailed(code if code < 500 else 451, text, remote) from None
         except (aiosmtplib.SMTPException, OSError) as error:
             raise _HostFailed(451, f"4.4.2 Lost connection to {remote}: {error}", remote) from None
+        shadow = _shadow_record(link, data_reply)
         results = []
         for recipient in job.recipients:
             if recipient.address in refused:
                 response = refused[recipient.address]
                 results.append(RecipientResult(recipient, response.code, response.message, remote))
             else:
-                results.append(RecipientResult(recipient, 250, data_reply, remote))
+                results.append(
+                    RecipientResult(
+                        recipient, 250, data_reply, remote, shadow=shadow, final=shadow is None
+                    )
+                )
         return results
+
+
+def _shadow_record(link: PeerLink | None, data_reply: str) -> ShadowRecord | None:
+    """The shadow to keep when a shadow-aware peer accepted the message, else None."""
+    if link is None:
+        return None
+    peer_queue_id = parse_queued_reply(data_reply)
+    if peer_queue_id is None:
+        return None
+    return ShadowRecord(link.address, link.peer.name, link.peer.incarnation, peer_queue_id)

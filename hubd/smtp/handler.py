@@ -20,6 +20,8 @@ from typing import Any
 
 from hubd import replies
 from hubd.queueid import new_queue_id
+from hubd.shadow.delayed_ack import Departures
+from hubd.shadow.protocol import Hello
 from hubd.smtp.address import parse_mailbox
 from hubd.smtp.message import (
     count_received,
@@ -29,6 +31,7 @@ from hubd.smtp.message import (
 )
 from hubd.smtp.params import MailParams, RcptParams
 from hubd.smtp.relay import RelayPolicy, decide_recipient
+from hubd.smtp.xshadow import ShadowServer, client_ip
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,18 @@ class ReceivedMessage:
     helo: str
     mail_params: MailParams = field(default_factory=MailParams)
     rcpt_params: tuple[RcptParams, ...] = ()
+    upstream: Hello | None = None  # the XSHADOW peer this came from, owed a discard notice
 
 
 Intake = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedAck:
+    """Hold the 250 of sessions that are not shadow-aware until the message left the node."""
+
+    departures: Departures
+    max_delay: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,8 @@ class InboundHandler:
         intake: Intake,
         clock: Callable[[], float],
         rng: random.Random,
+        shadow: ShadowServer | None = None,
+        delayed_ack: DelayedAck | None = None,
     ) -> None:
         self._hostname = hostname
         self._policy = policy
@@ -91,6 +105,8 @@ class InboundHandler:
         self._intake = intake
         self._clock = clock
         self._rng = rng
+        self.shadow = shadow
+        self._delayed_ack = delayed_ack
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -98,7 +114,10 @@ class InboundHandler:
         if parse_helo(hostname) is None:
             return [str(replies.BAD_HELO)]
         session.host_name = hostname
-        return [*responses[:-1], *_EXTENSIONS, responses[-1]]
+        extensions = list(_EXTENSIONS)
+        if self.shadow is not None and self.shadow.is_peer(client_ip(session)):
+            extensions.append(self.shadow.extension())
+        return [*responses[:-1], *extensions, responses[-1]]
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
@@ -159,8 +178,20 @@ class InboundHandler:
             helo=session.host_name,
             mail_params=envelope.mail_params,
             rcpt_params=tuple(envelope.rcpt_params),
+            upstream=session.upstream,
         )
-        await self._intake(message)
+        delayed = self._delayed_ack if session.upstream is None else None
+        if delayed is None:
+            await self._intake(message)
+            return str(replies.queued(queue_id))
+        delayed.departures.expect(queue_id)
+        try:
+            await self._intake(message)
+        except BaseException:
+            delayed.departures.forget(queue_id)
+            raise
+        # XSHADOW.md, delayed acknowledgement: the client keeps its copy until this 250.
+        await delayed.departures.wait(queue_id, delayed.max_delay)
         return str(replies.queued(queue_id))
 
     async def handle_exception(self, error: Exception) -> str:

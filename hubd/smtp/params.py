@@ -1,6 +1,7 @@
 """MAIL and RCPT parameters that hubd handles itself (RFC 3461 DSN: RET, ENVID, NOTIFY, ORCPT).
 
-Owns: taking hubd's parameters out of a MAIL or RCPT argument before aiosmtpd sees it
+Owns: taking hubd's parameters (these, and XSHADOW's XORIGIN) out of a MAIL or RCPT
+argument before aiosmtpd sees it
 (aiosmtpd refuses every RCPT parameter and all but SIZE, BODY and SMTPUTF8 on MAIL), and
 checking their syntax.
 Public: MailParams, RcptParams, split_mail_params(), split_rcpt_params(), ParamError.
@@ -30,6 +31,7 @@ class ParamError(Exception):
 class MailParams:
     ret: str = ""  # "FULL", "HDRS" or "" when not given
     envid: str = ""
+    origin: str = ""  # XORIGIN (XSHADOW peers only), checked by the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +70,14 @@ def _split(arg: str, keys: frozenset[str]) -> tuple[str, dict[str, str]]:
 
 def split_mail_params(arg: str) -> tuple[str, MailParams]:
     """The MAIL argument without RET/ENVID, and their checked values."""
-    rest, ours = _split(arg, frozenset({"RET", "ENVID"}))
+    rest, ours = _split(arg, frozenset({"RET", "ENVID", "XORIGIN"}))
     ret = ours.get("RET", "").upper()
     if "RET" in ours and ret not in ("FULL", "HDRS"):
         raise _bad("RET must be FULL or HDRS")
     envid = decode_xtext(ours.get("ENVID", ""))
     if "ENVID" in ours and not (0 < len(envid) <= MAX_ENVID and envid.isprintable()):
         raise _bad("Malformed ENVID")
-    return rest, MailParams(ret, envid)
+    return rest, MailParams(ret, envid, ours.get("XORIGIN", ""))
 
 
 def split_rcpt_params(arg: str) -> tuple[str, RcptParams]:

@@ -22,8 +22,9 @@ from hubd import replies
 from hubd.config import HostPort
 from hubd.replies import with_enhanced_code
 from hubd.smtp.handler import InboundHandler
-from hubd.smtp.params import ParamError, split_mail_params, split_rcpt_params
+from hubd.smtp.params import MailParams, ParamError, split_mail_params, split_rcpt_params
 from hubd.smtp.session import HubEnvelope, HubSession
+from hubd.smtp.xshadow import IN_TRANSACTION, ORIGIN_NEEDS_XSHADOW
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class HubSMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         self._registry = registry
+        self._shadow = handler.shadow
         self._raw_replies = False
         # Read by SMTP.__init__ to size the stream buffer, so it must be set before it runs.
         self.line_length_limit = line_length_limit
@@ -101,14 +103,60 @@ class HubSMTP(SMTP):
         return HubEnvelope()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        # Take RFC 3461 parameters out first: aiosmtpd would refuse them with 555.
-        if arg and isinstance(self.session, HubSession):
+        # Take hubd's parameters out first: aiosmtpd would refuse them with 555.
+        session = self._hub_session()
+        session.pending_mail = MailParams()
+        if arg:
             try:
-                arg, self.session.pending_mail = split_mail_params(arg)
+                arg, params = split_mail_params(arg)
             except ParamError as error:
                 await self.push(str(error.reply))
                 return
+            if params.origin:
+                refusal = (
+                    self._shadow.check_origin(session, params.origin)
+                    if self._shadow is not None
+                    else ORIGIN_NEEDS_XSHADOW
+                )
+                if refusal is not None:
+                    await self.push(str(refusal))
+                    return
+            session.pending_mail = params
         await super().smtp_MAIL(arg)
+
+    def _hub_session(self) -> HubSession:
+        # A method, not a property: aiosmtpd's __init__ reads every property (getmembers).
+        assert isinstance(self.session, HubSession)
+        return self.session
+
+    async def _shadow_verb(self) -> bool:
+        """Common checks of the XSHADOW verbs; False when a reply was already sent."""
+        if self._shadow is None:
+            await self.push("502 5.5.1 Error: command not recognized")
+            return False
+        if not self._hub_session().extended_smtp:
+            await self.push("503 5.5.1 Send EHLO first")
+            return False
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            await self.push(str(IN_TRANSACTION))
+            return False
+        return True
+
+    async def smtp_XSHADOW(self, arg: str | None) -> None:
+        if await self._shadow_verb():
+            assert self._shadow is not None
+            await self.push(await self._shadow.xshadow(self._hub_session(), arg))
+
+    async def smtp_XQDISCARD(self, arg: str | None) -> None:
+        if await self._shadow_verb():
+            assert self._shadow is not None
+            for line in await self._shadow.xqdiscard(self._hub_session(), arg):
+                await self.push(line)
+
+    async def smtp_XQTAKEN(self, arg: str | None) -> None:
+        if await self._shadow_verb():
+            assert self._shadow is not None
+            await self.push(await self._shadow.xqtaken(self._hub_session(), arg))
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if arg and isinstance(self.session, HubSession):

@@ -10,6 +10,7 @@ import asyncio
 
 from aiosmtpd.smtp import Envelope, Session
 
+from hubd.shadow.protocol import Hello
 from hubd.smtp.params import MailParams, RcptParams
 
 
@@ -20,6 +21,7 @@ class HubSession(Session):
         super().__init__(loop)
         self.pending_mail = MailParams()
         self.pending_rcpt = RcptParams()
+        self.upstream: Hello | None = None  # set by XSHADOW: this session owes it notices
 
 
 class HubEnvelope(Envelope):

@@ -1,0 +1,1 @@
+"""Shadow redundancy (XSHADOW): both sides of the protocol, heartbeats and resubmission."""
