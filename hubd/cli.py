@@ -180,16 +180,27 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 @queue_app.command("list")
-def queue_list(config: ConfigOption, as_json: JsonOption = False) -> None:
+def queue_list(
+    config: ConfigOption,
+    as_json: JsonOption = False,
+    shadows: Annotated[bool, typer.Option("--shadows", help="The shadows held instead.")] = False,
+) -> None:
     """Every queued message with its recipients' state, next hop and last error."""
-    from hubd.queue_report import format_list, read_queue, to_json
+    from hubd import queue_report
 
     settings = _load(config)
+    database = settings.node.data_dir / "queue.db"
     try:
-        messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db"))
+        if shadows:
+            held = asyncio.run(queue_report.read_shadows(database))
+            typer.echo(
+                queue_report.shadows_json(held) if as_json else queue_report.format_shadows(held)
+            )
+            return
+        messages = asyncio.run(queue_report.read_queue(database))
     except StorageError as error:
         raise _fail(str(error), 1) from None
-    typer.echo(to_json(messages) if as_json else format_list(messages))
+    typer.echo(queue_report.to_json(messages) if as_json else queue_report.format_list(messages))
 
 
 @queue_app.command("show")

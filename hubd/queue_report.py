@@ -2,7 +2,8 @@
 
 Owns: the layout of queue listings (one line per message, then one per recipient), and the
 JSON form scripts read.
-Public: read_queue(), format_list(), format_show(), to_json().
+Public: read_queue(), read_shadows(), format_list(), format_show(), format_shadows(),
+to_json(), shadows_json().
 Limits: reads the queue database read-only beside a running node; what it shows can be a
 moment old.
 """
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage import QueuedMessage, QueueReader, open_reader
+from storage import HeldShadow, QueuedMessage, QueueReader, open_reader
 
 
 async def read_queue(database: Path, queue_id: str | None = None) -> list[QueuedMessage]:
@@ -24,6 +25,46 @@ async def read_queue(database: Path, queue_id: str | None = None) -> list[Queued
         return await QueueReader(engine).list_messages(queue_id)
     finally:
         await engine.dispose()
+
+
+async def read_shadows(database: Path) -> list[HeldShadow]:
+    """The shadows this node holds for its peers."""
+    engine = open_reader(database)
+    try:
+        return await QueueReader(engine).shadows()
+    finally:
+        await engine.dispose()
+
+
+def shadows_json(shadows: list[HeldShadow]) -> str:
+    return json.dumps(
+        [
+            {
+                "queue_id": s.queue_id,
+                "peer": s.peer_name,
+                "peer_address": s.peer_address,
+                "peer_incarnation": s.peer_incarnation,
+                "peer_queue_id": s.peer_queue_id,
+                "created_at": _when(s.created_at),
+                "recipients": list(s.recipients),
+            }
+            for s in shadows
+        ],
+        indent=2,
+    )
+
+
+def format_shadows(shadows: list[HeldShadow]) -> str:
+    """One line per shadow: our queue id, the peer and its queue id, the recipients."""
+    if not shadows:
+        return "no shadows held"
+    lines = [
+        f"{s.queue_id}  {s.peer_name} ({s.peer_address}) as {s.peer_queue_id}  "
+        f"since {_when(s.created_at)}  {', '.join(s.recipients)}"
+        for s in shadows
+    ]
+    lines.append(f"-- {len(shadows)} shadows")
+    return "\n".join(lines)
 
 
 def _when(timestamp: float) -> str:

@@ -3,6 +3,7 @@
 from storage.database import Database, open_database, open_reader
 from storage.model import (
     ClaimedRecipient,
+    HeldShadow,
     NewMessage,
     NewRecipient,
     QueuedMessage,
@@ -20,6 +21,7 @@ from storage.writer import Writer
 __all__ = [
     "ClaimedRecipient",
     "Database",
+    "HeldShadow",
     "NewMessage",
     "NewRecipient",
     "QueueReader",

@@ -129,3 +129,16 @@ class QueuedMessage:
     client: str
     crashes: int
     recipients: tuple[QueuedRecipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldShadow:
+    """One shadow, for listings and heartbeats."""
+
+    queue_id: str
+    peer_address: str
+    peer_name: str
+    peer_incarnation: str
+    peer_queue_id: str
+    created_at: float
+    recipients: tuple[str, ...]

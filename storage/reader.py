@@ -12,8 +12,8 @@ from collections import defaultdict
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.model import QueuedMessage, QueuedRecipient, RecipientState
-from storage.schema import bodies, messages, recipients, stats
+from storage.model import HeldShadow, QueuedMessage, QueuedRecipient, RecipientState
+from storage.schema import bodies, messages, recipients, shadows, stats
 
 DUE = and_(recipients.c.state == RecipientState.PENDING, recipients.c.lease_owner.is_(None))
 
@@ -88,3 +88,33 @@ class QueueReader:
                 QueuedRecipient(address, RecipientState(state), hop, attempts, due, error)
             )
         return [QueuedMessage(*head, tuple(grouped[qid])) for qid, head in heads.items()]
+
+    async def shadows(self) -> list[HeldShadow]:
+        """Every shadow this node holds, oldest first."""
+        async with self._read.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(shadows, messages.c.queue_id)
+                    .join(messages, messages.c.id == shadows.c.message)
+                    .order_by(shadows.c.created_at)
+                )
+            ).all()
+            out = []
+            for row in rows:
+                addresses = (
+                    await conn.execute(
+                        select(recipients.c.address).where(recipients.c.shadow == row.id)
+                    )
+                ).scalars()
+                out.append(
+                    HeldShadow(
+                        row.queue_id,
+                        row.peer_address,
+                        row.peer_name,
+                        row.peer_incarnation,
+                        row.peer_queue_id,
+                        row.created_at,
+                        tuple(addresses),
+                    )
+                )
+            return out

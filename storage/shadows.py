@@ -4,7 +4,7 @@ Owns, upstream (U): shadows of messages handed to a peer, notices that came befo
 shadow, the ids taken over from a dead peer, what is known of each peer. Downstream (D):
 the notices owed to each upstream incarnation, in sequence. Final delivery: the
 (origin key, recipient) pairs already delivered.
-Public: ShadowLedger, AckTooHigh, Discarded, HeldShadow, and the sync helpers used inside
+Public: ShadowLedger, AckTooHigh, Discarded, and the sync helpers used inside
 repository transactions (create_shadow, claim_early_discard, remember_origin).
 Failures: AckTooHigh when an XQDISCARD acknowledges past what was listed.
 See also: docs/xshadow.md (the protocol), storage/repository.py (_settle).
@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.model import RecipientState, Settled, ShadowRecord
+from storage.model import HeldShadow, RecipientState, Settled, ShadowRecord
 from storage.schema import (
     delivered_origins,
     early_discards,
@@ -47,19 +47,6 @@ class Discarded:
     queue_id: str
     peer_queue_id: str
     sender: str
-    recipients: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HeldShadow:
-    """One shadow, for listings and heartbeats."""
-
-    queue_id: str
-    peer_address: str
-    peer_name: str
-    peer_incarnation: str
-    peer_queue_id: str
-    created_at: float
     recipients: tuple[str, ...]
 
 
@@ -493,36 +480,6 @@ class ShadowLedger:
                 )
             )
             return list(result.scalars())
-
-    async def held(self) -> list[HeldShadow]:
-        """Every shadow this node holds, oldest first."""
-        async with self._read.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(shadows, messages.c.queue_id)
-                    .join(messages, messages.c.id == shadows.c.message)
-                    .order_by(shadows.c.created_at)
-                )
-            ).all()
-            out = []
-            for row in rows:
-                addresses = (
-                    await conn.execute(
-                        select(recipients.c.address).where(recipients.c.shadow == row.id)
-                    )
-                ).scalars()
-                out.append(
-                    HeldShadow(
-                        row.queue_id,
-                        row.peer_address,
-                        row.peer_name,
-                        row.peer_incarnation,
-                        row.peer_queue_id,
-                        row.created_at,
-                        tuple(addresses),
-                    )
-                )
-            return out
 
     async def owed_notices(self) -> int:
         """Discard notices this node owes its upstreams."""

@@ -217,18 +217,18 @@ class FaultProxy:
         """Close the listening socket, so connecting is refused (a node that is down).
 
         Relayed connections carry on unless `drop_connections` is true, which aborts them
-        and returns once they are closed.
+        and returns once they are closed (raising TimeoutError if that takes over `timeout`).
         """
         if self._server is not None:
             self._server.close()
             self._old_servers.append(self._server)
             self._server = None
         if drop_connections:
-            links = list(self._links)
-            for link in links:
+            for link in self._links:
                 link.abort()
-            for link in links:
-                await link.wait_closed()
+            # Aborted links end their tasks promptly; those tasks close and forget the links.
+            async with asyncio.timeout(self._timeout):
+                await asyncio.gather(*self._tasks)
 
     async def resume(self) -> None:
         """Listen again on the same port after pause()."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import smtplib
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,27 @@ class TestNextHopDies:
         accepted = chain.send(COUNT)
         _held_by_b(chain, COUNT)
         assert not chain.events("a", "DISCARD")
+        listing = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hubd",
+                "queue",
+                "list",
+                "--shadows",
+                "--json",
+                "-c",
+                str(chain.root / "a.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        shadows = json.loads(listing.stdout)
+        assert len(shadows) == COUNT
+        assert {s["peer"] for s in shadows} == {"b"}
+        assert {s["peer_address"] for s in shadows} == {chain.hostport("b")}
 
         chain.nodes["b"].kill()
         shutil.rmtree(chain.data_dir("b"))
