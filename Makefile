@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 deps: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hubd serve -c examples/hubd.toml
+	$(BIN)/hubd cluster up --dir var/cluster
 
 test: $(STAMP)
 	$(BIN)/pytest -q

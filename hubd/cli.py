@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hubd.config import Config, HostPort, load_config
+from hubd.config import Config, HostPort, load_config, parse_duration
 from hubd.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from hubd.cluster.layout import Layout
 
 app = typer.Typer(
     help="hubd: an SMTP hub transport that loses no mail.",
@@ -220,6 +225,156 @@ def queue_show(
     if not messages:
         raise _fail(f"no message {queue_id} in the queue", 1)
     typer.echo(to_json(messages) if as_json else format_show(messages[0]))
+
+
+cluster_app = typer.Typer(help="A local multi-node cluster on loopback.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+DirOption = Annotated[Path, typer.Option("--dir", help="The cluster's directory.")]
+NodeArgument = Annotated[str, typer.Argument(help="Node name, e.g. hub-2 or mbx-1.")]
+
+
+def _cluster_layout(directory: Path) -> Layout:
+    from hubd.cluster.layout import load_layout
+
+    try:
+        return load_layout(directory)
+    except FileNotFoundError as error:
+        raise _fail(str(error), 2) from None
+
+
+@cluster_app.command("up")
+def cluster_up(
+    directory: DirOption = Path("var/cluster"),
+    nodes: Annotated[int, typer.Option(min=1, max=9, help="How many hubs.")] = 3,
+    detach: Annotated[bool, typer.Option(help="Return once every node accepts mail.")] = False,
+    heartbeat: Annotated[str, typer.Option(help="shadow.heartbeat_interval of the nodes.")] = "10s",
+) -> None:
+    """Start a cluster: hubs, a mailstore, an outside MX host and a DNS server."""
+    import threading
+
+    from hubd.cluster.run import ClusterError, bring_down, bring_up, watch
+    from hubd.cluster.status import cluster_status, format_table
+
+    try:
+        parse_duration(heartbeat)
+    except ValueError as error:
+        raise _fail(f"--heartbeat: {error}", 2) from None
+    started = time.monotonic()
+    try:
+        layout = bring_up(directory, hubs=nodes, heartbeat=heartbeat)
+    except ClusterError as error:
+        raise _fail(str(error), 1) from None
+    elapsed = time.monotonic() - started
+    typer.echo(format_table(cluster_status(layout), layout))
+    hub = layout.node("hub-1")
+    typer.echo(
+        f"\nall nodes accept mail ({elapsed:.1f}s). Try:\n"
+        f"  hubd send --server {hub.relay} --from you@example.org --to user@corp.test\n"
+        f"  hubd send --server {hub.relay} --from user@corp.test --to friend@example.net\n"
+        f"  hubd cluster status --dir {directory}"
+    )
+    if detach:
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    watch(layout, stop)
+    typer.echo("stopping the cluster...")
+    stopped = bring_down(layout)
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@cluster_app.command("status")
+def cluster_status_command(
+    directory: DirOption = Path("var/cluster"), as_json: JsonOption = False
+) -> None:
+    """Each node's state, endpoints, queue depth per next hop, shadows held and owed."""
+    from hubd.cluster.status import cluster_status, format_table, to_json
+
+    layout = _cluster_layout(directory)
+    statuses = cluster_status(layout)
+    typer.echo(to_json(statuses) if as_json else format_table(statuses, layout))
+
+
+@cluster_app.command("down")
+def cluster_down(directory: DirOption = Path("var/cluster")) -> None:
+    """Stop every node (SIGTERM; they drain)."""
+    from hubd.cluster.run import bring_down
+
+    stopped = bring_down(_cluster_layout(directory))
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def _node_action(directory: Path, node: str, action: str) -> None:
+    from hubd.cluster import control
+
+    layout = _cluster_layout(directory)
+    try:
+        plan = layout.node(node)
+    except KeyError as error:
+        raise _fail(str(error.args[0]), 2) from None
+    if action == "kill":
+        done = control.kill_node(plan)
+    elif action == "stop":
+        done = control.stop_node(plan)
+    elif action == "wipe":
+        control.wipe_node(plan)
+        done = True
+    else:
+        control.start_node(plan)
+        try:
+            control.wait_until_serving([plan], 60)
+        except (OSError, TimeoutError) as error:
+            raise _fail(str(error), 1) from None
+        done = True
+    typer.echo(f"{node}: {action} {'done' if done else '(it was not running)'}")
+
+
+@cluster_app.command("kill")
+def cluster_kill(node: NodeArgument, directory: DirOption = Path("var/cluster")) -> None:
+    """Crash a node (SIGKILL)."""
+    _node_action(directory, node, "kill")
+
+
+@cluster_app.command("stop")
+def cluster_stop(node: NodeArgument, directory: DirOption = Path("var/cluster")) -> None:
+    """Stop a node cleanly (SIGTERM)."""
+    _node_action(directory, node, "stop")
+
+
+@cluster_app.command("start")
+def cluster_start(node: NodeArgument, directory: DirOption = Path("var/cluster")) -> None:
+    """Start a stopped node and wait until it accepts mail."""
+    _node_action(directory, node, "start")
+
+
+@cluster_app.command("wipe")
+def cluster_wipe(node: NodeArgument, directory: DirOption = Path("var/cluster")) -> None:
+    """Kill a node if it runs and delete its data (a disk-loss drill)."""
+    _node_action(directory, node, "wipe")
+
+
+@app.command("dns-server")
+def dns_server(
+    listen: Annotated[str, typer.Option(help="host:port to answer on (UDP and TCP).")],
+    zone: Annotated[Path, typer.Option(help="Zone file (BIND syntax, one record a line).")],
+) -> None:
+    """Serve a zone on loopback, as the local cluster's DNS server."""
+    import threading
+
+    from hubd.dns_server import DnsServer
+
+    try:
+        address = HostPort.parse(listen)
+        text = zone.read_text(encoding="utf-8")
+    except (ValueError, OSError) as error:
+        raise _fail(str(error), 2) from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with DnsServer(text, host=address.host, port=address.port):
+        typer.echo(f"hubd: DNS server answering on {listen}", err=True)
+        stop.wait()
 
 
 def main() -> None:

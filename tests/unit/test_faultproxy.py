@@ -160,7 +160,9 @@ class TestLineBuffer:
         ],
         ids=["one-line", "split-across-reads", "partial-tail", "bare-lf", "overlong"],
     )
-    def test_feed(self, reads: list[bytes], expected: list[tuple[bytes, bool]], tail: bytes) -> None:
+    def test_feed(
+        self, reads: list[bytes], expected: list[tuple[bytes, bool]], tail: bytes
+    ) -> None:
         """Complete lines come out whole and examinable; an overlong one does not."""
         buffer = _LineBuffer()
         chunks = [chunk for data in reads for chunk in buffer.feed(data)]
