@@ -12,6 +12,7 @@ Limits: Linux (/proc) for telling a live process from a zombie or a reused pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -83,10 +84,8 @@ def start_node(plan: NodePlan) -> int:
 def _wait_gone(pid: int, plan: NodePlan, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-        except ChildProcessError:
-            pass
         if not _alive(pid, plan):
             return True
         time.sleep(0.05)

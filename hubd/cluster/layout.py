@@ -160,6 +160,8 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
         settings["local_domains"] = [CLUSTER_DOMAIN]
     elif plan.role is Role.OUTSIDE:
         settings["local_domains"] = [OUTSIDE_DOMAIN]
+        # The outside world's MTA is no hubd peer: plain SMTP, no shadows.
+        settings["shadow"] = {"enabled": False}
     elif plan.role is Role.HUB:
         later = [h.relay for h in hubs[hubs.index(plan) + 1 :]]
         settings["routes"] = [
@@ -186,7 +188,8 @@ def load_layout(directory: Path) -> Layout:
     path = directory / STATE_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"{directory} holds no cluster (no {STATE_FILE}); run: hubd cluster up --dir {directory}"
+            f"{directory} holds no cluster (no {STATE_FILE}); "
+            f"run: hubd cluster up --dir {directory}"
         )
     data = json.loads(path.read_text(encoding="utf-8"))["layout"]
     nodes = tuple(NodePlan(**{**n, "role": Role(n["role"])}) for n in data["nodes"])
