@@ -1,7 +1,7 @@
 """The typed configuration of a node, loaded from TOML; every error names its key.
 
 Owns: the shape, defaults and validation of hubd.toml (DESIGN.md, Configuration).
-Public: Config and its sections, load_config(), HostPort, parse_duration().
+Public: Config and its sections, load_config(), write_config(), HostPort, parse_duration().
 Failures: ConfigError with one line per problem ("smtp.listen[0]: expected host:port ...").
 Limits: durations are whole numbers with one unit (s, m, h, d); sizes are bytes.
 See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
@@ -10,8 +10,10 @@ See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -320,3 +322,33 @@ def load_config(path: Path) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
     return parse_config(data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
+    """Write a hubd.toml: top-level keys, [tables] for dicts, [[arrays]] for lists of dicts."""
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            tables.append(f"\n[{key}]")
+            tables.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            for item in value:
+                tables.append(f"\n[[{key}]]")
+                tables.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    path.write_text("\n".join(lines + tables) + "\n", encoding="utf-8")
+    return path

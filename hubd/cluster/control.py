@@ -12,7 +12,6 @@ Limits: Linux (/proc) for telling a live process from a zombie or a reused pid.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +24,10 @@ from pathlib import Path
 
 from hubd.cluster.layout import NodePlan, Role
 from hubd.config import HostPort
+
+# Processes this process started: held so that they are reaped (and Popen does not warn)
+# when they end; nodes started elsewhere are found by their pid files.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _command(plan: NodePlan) -> list[str]:
@@ -59,6 +62,9 @@ def node_pid(plan: NodePlan) -> int | None:
         pid = int(plan.pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
+    child = _children.get(pid)
+    if child is not None:  # our own child: ask it, which also reaps it when it has ended
+        return pid if child.poll() is None else None
     return pid if _alive(pid, plan) else None
 
 
@@ -78,14 +84,17 @@ def start_node(plan: NodePlan) -> int:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     plan.pid_file.write_text(f"{process.pid}\n")
+    _children[process.pid] = process
     return process.pid
 
 
 def _wait_gone(pid: int, plan: NodePlan, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        child = _children.get(pid)
+        if child is not None and child.poll() is not None:
+            del _children[pid]
+            return True
         if not _alive(pid, plan):
             return True
         time.sleep(0.05)

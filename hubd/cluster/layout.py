@@ -2,7 +2,8 @@
 
 Owns: choosing a free 127.x.y.0/24 block, naming the nodes (hub-1..hub-N, mbx-1, outside-1,
 dns), their routes and the DNS zone, and writing every config under the cluster directory.
-Public: Layout, NodePlan, Role, plan_cluster(), write_layout(), load_layout().
+Public: Layout, NodePlan, Role, plan_cluster(), node_settings(), zone_text(),
+write_layout(), load_layout().
 Limits: hubs route corp.test to mbx-1 first and then to the hubs after them (hub-1 ->
 hub-2 -> ...), an order with no cycle, so a message can never loop between hubs while the
 mailstore is down; example.net is found by MX through the cluster's DNS server.
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hubd.testing.helpers import write_config
+from hubd.config import write_config
 
 CLUSTER_DOMAIN = "corp.test"
 OUTSIDE_DOMAIN = "example.net"
@@ -124,7 +125,8 @@ def plan_cluster(directory: Path, hubs: int, block: str, heartbeat: str = "10s")
     return Layout(str(root), block, tuple(nodes), heartbeat)
 
 
-def _zone(layout: Layout) -> str:
+def zone_text(layout: Layout) -> str:
+    """The DNS server's zone file: example.net's MX, corp.test's MX and every node's name."""
     outside = layout.node("outside-1")
     lines = [
         f"{OUTSIDE_DOMAIN}. 60 IN MX 10 mx1.{OUTSIDE_DOMAIN}.",
@@ -176,7 +178,7 @@ def write_layout(layout: Layout) -> None:
     for plan in layout.nodes:
         Path(plan.home).mkdir(parents=True, exist_ok=True)
         if plan.role is Role.DNS:
-            Path(plan.config).write_text(_zone(layout), encoding="utf-8")
+            Path(plan.config).write_text(zone_text(layout), encoding="utf-8")
         else:
             write_config(Path(plan.config), node_settings(layout, plan))
     state = {"layout": asdict(layout)}

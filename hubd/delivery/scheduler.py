@@ -142,20 +142,28 @@ class Scheduler:
             task.add_done_callback(self._jobs.discard)
 
     async def _run_job(self, hop: NextHop, recipients: list[ClaimedRecipient]) -> None:
+        # (origin key, recipient) pairs this job reserved: held until its outcome is committed,
+        # so that another copy's duplicate check sees that outcome.
+        reserved: set[tuple[str, str]] = set()
         try:
             slots = self._hop_slots.setdefault(hop.key, asyncio.Semaphore(self._concurrency))
             async with slots:
                 body = await self._repository.load_body(recipients[0].message)
-                results = await self._attempt(hop, recipients, body)
+                results = await self._attempt(hop, recipients, body, reserved)
             await self._record(hop, recipients[0], body or b"", results)
         except Exception:
             log.exception("delivery job for %s failed", recipients[0].queue_id)
         finally:
+            self._final_keys -= reserved
             self._in_flight -= len(recipients)
             self._wake.set()
 
     async def _attempt(
-        self, hop: NextHop, recipients: list[ClaimedRecipient], body: bytes | None
+        self,
+        hop: NextHop,
+        recipients: list[ClaimedRecipient],
+        body: bytes | None,
+        reserved: set[tuple[str, str]],
     ) -> list[RecipientResult]:
         down = self._hop_down.get(hop.key)
         if down is not None and down[0] > self._clock():
@@ -164,7 +172,7 @@ class Scheduler:
             return [
                 RecipientResult(r, code, f"{text} (next hop down; not tried)") for r in recipients
             ]
-        results = await self._try(hop, recipients, body)
+        results = await self._try(hop, recipients, body, reserved)
         if results and all(r.hop_down for r in results):
             self._hop_down[hop.key] = (
                 self._clock() + self._policy.intervals[0],
@@ -176,7 +184,11 @@ class Scheduler:
         return results
 
     async def _try(
-        self, hop: NextHop, recipients: list[ClaimedRecipient], body: bytes | None
+        self,
+        hop: NextHop,
+        recipients: list[ClaimedRecipient],
+        body: bytes | None,
+        reserved: set[tuple[str, str]],
     ) -> list[RecipientResult]:
         first = recipients[0]
         courier = self._couriers.get(hop.kind)
@@ -185,6 +197,16 @@ class Scheduler:
             return [RecipientResult(r, 451, text) for r in recipients]
         if body is None:
             return [RecipientResult(r, 451, "4.3.0 Message body missing") for r in recipients]
+        keys = {(first.origin, r.address.lower()) for r in recipients}
+        if keys & self._final_keys:
+            # Another copy of this origin key is in delivery, or its outcome is not committed
+            # yet: wait for it, so that the duplicate check below sees that outcome.
+            text = "4.3.0 Another copy of this message is in delivery"
+            return [RecipientResult(r, 451, text) for r in recipients]
+        # Reserve before reading what was delivered: a copy whose outcome commits between the
+        # read and the reservation would otherwise be delivered twice.
+        self._final_keys |= keys
+        reserved |= keys
         duplicates = await self._duplicates(first.origin, recipients)
         to_send = [r for r in recipients if r.address.lower() not in duplicates]
         results = [
@@ -204,22 +226,12 @@ class Scheduler:
             to_send,
             first.origin,
         )
-        keys = {(first.origin, r.address.lower()) for r in to_send}
-        busy = keys & self._final_keys
-        if busy:
-            # Another copy of this origin key is being delivered right now: wait for it,
-            # so that the duplicate check sees its outcome.
-            text = "4.3.0 Another copy of this message is in delivery"
-            return results + [RecipientResult(r, 451, text) for r in to_send]
-        self._final_keys |= keys
         try:
             return results + await courier.deliver(job)
         except Exception as error:
             log.exception("courier %s failed on %s", hop.key, first.queue_id)
             text = f"4.3.0 Local delivery error: {error}"
             return results + [RecipientResult(r, 451, text) for r in to_send]
-        finally:
-            self._final_keys -= keys
 
     async def _duplicates(self, origin: str, recipients: list[ClaimedRecipient]) -> set[str]:
         if self._ledger is None or not origin:

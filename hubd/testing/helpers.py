@@ -7,7 +7,6 @@ maildir_messages(), write_config().
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -15,14 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str = "condition") -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; raise TimeoutError after `timeout`."""
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -78,36 +77,6 @@ def free_loopback_address(rng: random.Random | None = None) -> tuple[str, int]:
                 continue
             return host, probe.getsockname()[1]
     raise OSError("no free loopback address found")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
-    """Write a hubd.toml: top-level keys, [tables] for dicts, [[arrays]] for lists of dicts."""
-    lines: list[str] = []
-    tables: list[str] = []
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            tables.append(f"\n[{key}]")
-            tables.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
-        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
-            for item in value:
-                tables.append(f"\n[[{key}]]")
-                tables.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    path.write_text("\n".join(lines + tables) + "\n", encoding="utf-8")
-    return path
 
 
 def maildir_messages(root: Path) -> dict[Path, bytes]:
