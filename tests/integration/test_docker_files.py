@@ -239,12 +239,14 @@ def test_same_topology_as_the_local_cluster(compose: dict[str, Any], tmp_path: P
     zone = (CONFIG_DIR / "zone.txt").read_text(encoding="utf-8")
     assert zone_records(zone, docker_names) == zone_records(zone_text(layout), local_names)
     # The hubs' routes, spelled out: mailstore first, then the hubs after them, no cycle.
-    hops = {
-        name: [str(h) for r in node_config(name).routes for h in r.next_hops] for name in HUBS
-    }
+    hops = {name: [str(h) for r in node_config(name).routes for h in r.next_hops] for name in HUBS}
     mbx = f"{service_ip(compose, 'mbx-1')}:2525"
     assert hops == {
-        "hub-1": [mbx, f"{service_ip(compose, 'hub-2')}:2525", f"{service_ip(compose, 'hub-3')}:2525"],
+        "hub-1": [
+            mbx,
+            f"{service_ip(compose, 'hub-2')}:2525",
+            f"{service_ip(compose, 'hub-3')}:2525",
+        ],
         "hub-2": [mbx, f"{service_ip(compose, 'hub-3')}:2525"],
         "hub-3": [mbx],
     }
@@ -278,7 +280,9 @@ def test_hubs_publish_relay_and_submission_on_host_loopback_only(
             continue
         published = {}
         for entry in ports:
-            host_ip, host_port, container_port = str(entry).split(":")
+            parts = str(entry).split(":")
+            assert len(parts) == 3, f"{name}: {entry} names no host address (all of them)"
+            host_ip, host_port, container_port = parts
             assert host_ip == "127.0.0.1", f"{name}: {entry} is not on the host's loopback"
             published[int(container_port)] = int(host_port)
         listen_ports = {a.port for a in node_config(name).smtp.listen}
@@ -343,7 +347,8 @@ def test_dockerfile_slim_non_root_with_healthcheck() -> None:
     (healthcheck,) = arguments("HEALTHCHECK")
     options, _, command = healthcheck.partition(" CMD ")
     assert json.loads(command) == ["python", "/usr/local/lib/hubd/healthcheck.py"], command
-    assert "--interval=" in options and "--timeout=" in options
+    assert "--interval=" in options
+    assert "--timeout=" in options
     assert arguments("EXPOSE") == ["2525 2587"]
     assert [json.loads(a) for a in arguments("ENTRYPOINT")] == [["hubd"]]
     assert [json.loads(a) for a in arguments("CMD")] == [["serve", "-c", CONTAINER_CONFIG]]
