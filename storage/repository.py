@@ -34,39 +34,55 @@ from storage.shadows import claim_early_discard, create_shadow, remember_origin
 from storage.writer import Writer
 
 
+def _message_row(message: NewMessage) -> dict[str, object]:
+    return {
+        "queue_id": message.queue_id,
+        "sender": message.sender,
+        "received_at": message.received_at,
+        "size": len(message.body),
+        "message_id": message.message_id,
+        "origin": message.origin,
+        "client": message.client,
+        "envid": message.envid,
+        "ret": message.ret,
+        "upstream": message.upstream,
+        "upstream_incarnation": message.upstream_incarnation,
+    }
+
+
+def _recipient_rows(pk: int, message: NewMessage) -> list[dict[str, object]]:
+    return [
+        {
+            "message": pk,
+            "address": r.address,
+            "state": RecipientState.PENDING,
+            "next_hop": r.next_hop,
+            "next_attempt_at": message.received_at,
+            "notify": r.notify,
+            "orcpt": r.orcpt,
+        }
+        for r in message.recipients
+    ]
+
+
 def _insert(conn: Connection, message: NewMessage) -> None:
-    inserted = conn.execute(
-        messages.insert().values(
-            queue_id=message.queue_id,
-            sender=message.sender,
-            received_at=message.received_at,
-            size=len(message.body),
-            message_id=message.message_id,
-            origin=message.origin,
-            client=message.client,
-            envid=message.envid,
-            ret=message.ret,
-            upstream=message.upstream,
-            upstream_incarnation=message.upstream_incarnation,
-        )
-    ).inserted_primary_key
-    assert inserted is not None
-    pk = inserted[0]
-    conn.execute(bodies.insert().values(message=pk, data=message.body))
+    _insert_many(conn, [message])
+
+
+def _insert_many(conn: Connection, batch: list[NewMessage]) -> None:
+    """Insert messages, bodies and recipients with one statement per table."""
+    returned = conn.execute(
+        messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
+        [_message_row(message) for message in batch],
+    ).scalars()
+    pks = list(returned)
+    conn.execute(
+        bodies.insert(),
+        [{"message": pk, "data": message.body} for pk, message in zip(pks, batch, strict=True)],
+    )
     conn.execute(
         recipients.insert(),
-        [
-            {
-                "message": pk,
-                "address": r.address,
-                "state": RecipientState.PENDING,
-                "next_hop": r.next_hop,
-                "next_attempt_at": message.received_at,
-                "notify": r.notify,
-                "orcpt": r.orcpt,
-            }
-            for r in message.recipients
-        ],
+        [row for pk, m in zip(pks, batch, strict=True) for row in _recipient_rows(pk, m)],
     )
 
 
@@ -233,7 +249,9 @@ class Repository(QueueReader):
 
     async def enqueue(self, message: NewMessage) -> None:
         """Commit a received message; return only once it is durable."""
-        await self._writer.submit("enqueue", lambda conn: _insert(conn, message))
+        await self._writer.submit(
+            "enqueue", lambda conn: _insert(conn, message), bulk=_insert_many, payload=message
+        )
 
     async def claim_due(self, now: float, limit: int, owner: str) -> list[ClaimedRecipient]:
         """Lease up to `limit` due recipients to the delivery run `owner`."""

@@ -33,10 +33,17 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class WriteOp(Generic[T]):
-    """A unit of work for the writer: `apply` runs inside the batch transaction."""
+    """A unit of work for the writer: `apply` runs inside the batch transaction.
+
+    Operations with the same `bulk` function run together as one call over all their
+    payloads (one INSERT ... VALUES for a whole batch of intakes, say); if that call fails,
+    each falls back to its own `apply` in its own savepoint.
+    """
 
     label: str
     apply: Callable[[Connection], T]
+    bulk: Callable[[Connection, list[Any]], None] | None = None
+    payload: Any = None
     future: asyncio.Future[T] = field(init=False)
     result: Any = None
     error: BaseException | None = None
@@ -51,16 +58,43 @@ def _bump(conn: Connection, name: str, amount: int) -> None:
     )
 
 
+def _apply_one(conn: Connection, op: WriteOp[Any], labels: Counter[str]) -> None:
+    try:
+        with conn.begin_nested():
+            op.result = op.apply(conn)
+        labels[op.label] += 1
+    except Exception as error:  # one caller's failure must not sink the batch
+        op.error = error
+
+
+def _apply_bulk(
+    conn: Connection,
+    bulk: Callable[[Connection, list[Any]], None],
+    ops: list[WriteOp[Any]],
+    labels: Counter[str],
+) -> None:
+    try:
+        with conn.begin_nested():
+            bulk(conn, [op.payload for op in ops])
+    except Exception:  # find the one that failed: each on its own
+        for op in ops:
+            _apply_one(conn, op, labels)
+        return
+    for op in ops:
+        labels[op.label] += 1
+
+
 def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
     labels: Counter[str] = Counter()
+    bulks: dict[Callable[[Connection, list[Any]], None], list[WriteOp[Any]]] = {}
     with conn.begin():
         for op in batch:
-            try:
-                with conn.begin_nested():
-                    op.result = op.apply(conn)
-                labels[op.label] += 1
-            except Exception as error:  # one caller's failure must not sink the batch
-                op.error = error
+            if op.bulk is not None:
+                bulks.setdefault(op.bulk, []).append(op)
+            else:
+                _apply_one(conn, op, labels)
+        for bulk, ops in bulks.items():
+            _apply_bulk(conn, bulk, ops, labels)
         for label, count in labels.items():
             # commits:<label> counts transactions that held such work, ops:<label> the work.
             _bump(conn, f"commits:{label}", 1)
@@ -83,11 +117,18 @@ class Writer:
         """Start the writer task."""
         self._task = asyncio.create_task(self._run(), name="storage-writer")
 
-    async def submit(self, label: str, apply: Callable[[Connection], T]) -> T:
+    async def submit(
+        self,
+        label: str,
+        apply: Callable[[Connection], T],
+        *,
+        bulk: Callable[[Connection, list[Any]], None] | None = None,
+        payload: Any = None,
+    ) -> T:
         """Run `apply` in the next batch; return once the batch holding it is committed."""
         if self._task is None or self._task.done():
             raise RuntimeError("storage writer is not running")
-        op: WriteOp[T] = WriteOp(label, apply)
+        op: WriteOp[T] = WriteOp(label, apply, bulk, payload)
         op.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(op)
         return await op.future
