@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/hubd cluster up --dir var/cluster
 
 test: $(STAMP)
+	scripts/install-test-deps
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
