@@ -35,7 +35,6 @@ from typing import Any
 
 import aiosmtplib
 import typer
-from sqlalchemy import create_engine, select
 
 from hubd.config import Config, HostPort, load_config
 from hubd.delivery.maildir import mailbox_dirname
@@ -45,7 +44,7 @@ from hubd.smtp.handler import InboundHandler, InboundLimits, ReceivedMessage
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import SessionRegistry, start_listener
 from hubd.testing import free_loopback_address, wait_until, write_config
-from storage.schema import stats
+from storage.summary import read_counters
 
 DOMAIN = "bench.test"
 SENDER = f"bench-sender@{DOMAIN}"
@@ -387,17 +386,6 @@ def wait_for_delivery(
     except TimeoutError as error:
         raise BenchError(f"{error} ({seen} arrived)") from None
     return _count_delivered(folder)[1]
-
-
-def read_counters(database: Path) -> dict[str, int]:
-    """The durable counters of a node's queue database (commits:<label>, ops:<label>)."""
-    engine = create_engine(f"sqlite:///{database}")
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(stats.c.name, stats.c.value))
-            return {name: value for name, value in rows}
-    finally:
-        engine.dispose()
 
 
 @contextmanager

@@ -377,6 +377,49 @@ def dns_server(
         stop.wait()
 
 
+def _change(config: Path, queue_id: str, action: str) -> None:
+    from hubd.queue_report import change_message
+
+    settings = _load(config)
+    try:
+        changed = asyncio.run(
+            change_message(settings.node.data_dir / "queue.db", queue_id, action, time.time())
+        )
+    except StorageError as error:
+        raise _fail(str(error), 1) from None
+    if not changed:
+        raise _fail(f"{action}: no message {queue_id} with recipients to {action}", 1)
+    done = "removed" if action == "remove" else f"{action} ({changed} recipient(s))"
+    typer.echo(f"{queue_id}: {done}")
+
+
+QueueIdArgument = Annotated[str, typer.Argument(help="The queue id.")]
+
+
+@queue_app.command("retry")
+def queue_retry(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+    """Make a message's pending (or held) recipients due now."""
+    _change(config, queue_id, "retry")
+
+
+@queue_app.command("suspend")
+def queue_suspend(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+    """Hold a message's pending recipients: not tried until resumed."""
+    _change(config, queue_id, "suspend")
+
+
+@queue_app.command("resume")
+def queue_resume(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+    """Release a held message (suspended, or held as poison)."""
+    _change(config, queue_id, "resume")
+
+
+@queue_app.command("remove")
+def queue_remove(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+    """Delete a message from the queue, with no DSN."""
+    _change(config, queue_id, "remove")
+
+
 def main() -> None:
     """Entry point of the `hubd` script."""
     app()

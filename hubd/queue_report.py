@@ -1,9 +1,10 @@
 """Showing the queue to an operator: `hubd queue list` and `hubd queue show`, as text or JSON.
 
-Owns: the layout of queue listings (one line per message, then one per recipient), and the
-JSON form scripts read.
+Owns: the layout of queue listings (one line per message, then one per recipient), the
+JSON form scripts read, and the operator's changes to one message (retry, suspend, resume,
+remove).
 Public: read_queue(), read_shadows(), format_list(), format_show(), format_shadows(),
-to_json(), shadows_json().
+to_json(), shadows_json(), change_message().
 Limits: reads the queue database read-only beside a running node; what it shows can be a
 moment old.
 """
@@ -15,7 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage import HeldShadow, QueuedMessage, QueueReader, open_reader
+from storage import (
+    HeldShadow,
+    QueuedMessage,
+    QueueReader,
+    Repository,
+    Writer,
+    open_database,
+    open_reader,
+)
 
 
 async def read_queue(database: Path, queue_id: str | None = None) -> list[QueuedMessage]:
@@ -129,3 +138,27 @@ def format_show(message: QueuedMessage) -> str:
         lines.append(f"recipient: {r['address']}")
         lines.extend(f"    {k}: {v}" for k, v in r.items() if k != "address")
     return "\n".join(lines)
+
+
+async def change_message(database: Path, queue_id: str, action: str, now: float) -> int:
+    """retry, suspend, resume or remove one message beside a running node; how many changed.
+
+    Writes go through a short-lived writer of their own: SQLite's lock (BEGIN IMMEDIATE)
+    orders them with the node's own commits. A running node sees a retry or resume at its
+    next look at the queue (at most 30 seconds later).
+    """
+    opened = await open_database(database)
+    writer = Writer(opened.write_engine)
+    writer.start()
+    repository = Repository(opened, writer)
+    try:
+        if action == "suspend":
+            return await repository.hold(queue_id)
+        if action in ("retry", "resume"):
+            return await repository.release(queue_id, now)
+        if action == "remove":
+            return int(await repository.remove(queue_id))
+        raise ValueError(f"unknown queue action {action!r}")
+    finally:
+        await writer.stop()
+        await opened.close()

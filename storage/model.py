@@ -106,6 +106,8 @@ class Settled:
     left: tuple[str, ...] = ()
     finished: tuple[str, ...] = ()
     notices: int = 0
+    # Shadows dropped on creation by a discard notice that came first (early discards).
+    discarded: tuple[ShadowRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,16 +30,6 @@ class QueueReader:
             result = await conn.execute(select(bodies.c.data).where(bodies.c.message == message))
             return result.scalar_one_or_none()
 
-    async def body_of(self, queue_id: str) -> bytes | None:
-        """The stored bytes of a message by queue id, or None."""
-        async with self._read.connect() as conn:
-            result = await conn.execute(
-                select(bodies.c.data)
-                .join(messages, messages.c.id == bodies.c.message)
-                .where(messages.c.queue_id == queue_id)
-            )
-            return result.scalar_one_or_none()
-
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""
         async with self._read.connect() as conn:

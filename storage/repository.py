@@ -13,7 +13,7 @@ See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the call
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.engine import Connection
@@ -161,14 +161,17 @@ def _record(
         )
         if outcome.final:
             remember_origin(conn, outcome.recipient_id, now)
-    for record, shadow_id in shadow_ids.items():
-        claim_early_discard(conn, record, shadow_id)
+    discarded = tuple(
+        record
+        for record, shadow_id in shadow_ids.items()
+        if claim_early_discard(conn, record, shadow_id)
+    )
     touched = conn.execute(
         select(recipients.c.message)
         .where(recipients.c.id.in_([o.recipient_id for o in outcomes]))
         .distinct()
     ).scalars()
-    return settle(conn, list(touched), now)
+    return replace(settle(conn, list(touched), now), discarded=discarded)
 
 
 def _release(conn: Connection, keep_owner: str | None) -> int:

@@ -178,6 +178,62 @@ def _shadow_recipients(conn: Connection, shadow_id: int) -> tuple[str, ...]:
     )
 
 
+def _resubmit(
+    conn: Connection,
+    address: str,
+    now: float,
+    *,
+    incarnation: str | None = None,
+    other_than: str | None = None,
+    remember_taken: bool,
+) -> list[HeldShadow]:
+    """Put a peer's shadows (of one incarnation, of all but one, or all) back in the queue."""
+    query = select(shadows).where(shadows.c.peer_address == address)
+    if incarnation is not None:
+        query = query.where(shadows.c.peer_incarnation == incarnation)
+    if other_than is not None:
+        query = query.where(shadows.c.peer_incarnation != other_than)
+    rows = conn.execute(query).all()
+    info = _message_rows(conn, [r.message for r in rows])
+    out = []
+    for row in rows:
+        addresses = _shadow_recipients(conn, row.id)
+        conn.execute(
+            update(recipients)
+            .where(recipients.c.shadow == row.id)
+            .values(
+                state=RecipientState.PENDING,
+                shadow=None,
+                next_attempt_at=now,
+                last_error=f"resubmitted: shadow held for {row.peer_name}",
+            )
+        )
+        conn.execute(delete(shadows).where(shadows.c.id == row.id))
+        if remember_taken:
+            conn.execute(
+                sqlite_insert(taken)
+                .values(
+                    peer_address=address,
+                    peer_incarnation=row.peer_incarnation,
+                    peer_queue_id=row.peer_queue_id,
+                    taken_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
+        out.append(
+            HeldShadow(
+                info[row.message][0],
+                address,
+                row.peer_name,
+                row.peer_incarnation,
+                row.peer_queue_id,
+                row.created_at,
+                addresses,
+            )
+        )
+    return out
+
+
 class ShadowLedger:
     """XSHADOW verbs over the queue database; writes go through the group-commit writer."""
 
@@ -280,25 +336,31 @@ class ShadowLedger:
 
         return await self._writer.submit("discard", apply)
 
-    async def peer_answered(self, address: str, name: str, incarnation: str) -> str:
-        """Record a peer's XSHADOW reply; returns the incarnation known before ("" if none)."""
+    async def peer_answered(
+        self, address: str, name: str, incarnation: str, now: float
+    ) -> list[HeldShadow]:
+        """Record a peer's XSHADOW reply; put back into the queue, and return, every shadow
+        held for it under another incarnation (it lost its queue).
 
-        def apply(conn: Connection) -> str:
+        One transaction, and at every hello: a crash between noting the new incarnation and
+        resubmitting, or a shadow committed under the old one afterwards, loses nothing.
+        """
+
+        def apply(conn: Connection) -> list[HeldShadow]:
             row = conn.execute(
                 select(peers.c.incarnation).where(peers.c.address == address)
             ).first()
-            before = row.incarnation if row is not None else ""
             if row is None:
                 conn.execute(
                     insert(peers).values(address=address, name=name, incarnation=incarnation)
                 )
-            elif before != incarnation:
+            elif row.incarnation != incarnation:
                 conn.execute(
                     update(peers)
                     .where(peers.c.address == address)
                     .values(name=name, incarnation=incarnation, ack=0)
                 )
-            return str(before)
+            return _resubmit(conn, address, now, other_than=incarnation, remember_taken=False)
 
         return await self._writer.submit("peer", apply)
 
@@ -329,52 +391,12 @@ class ShadowLedger:
         remember_taken: bool,
     ) -> list[HeldShadow]:
         """Put the shadows held for a peer (one incarnation, or all) back into the queue."""
-
-        def apply(conn: Connection) -> list[HeldShadow]:
-            query = select(shadows).where(shadows.c.peer_address == address)
-            if incarnation is not None:
-                query = query.where(shadows.c.peer_incarnation == incarnation)
-            rows = conn.execute(query).all()
-            info = _message_rows(conn, [r.message for r in rows])
-            out = []
-            for row in rows:
-                addresses = _shadow_recipients(conn, row.id)
-                conn.execute(
-                    update(recipients)
-                    .where(recipients.c.shadow == row.id)
-                    .values(
-                        state=RecipientState.PENDING,
-                        shadow=None,
-                        next_attempt_at=now,
-                        last_error=f"resubmitted: shadow held for {row.peer_name}",
-                    )
-                )
-                conn.execute(delete(shadows).where(shadows.c.id == row.id))
-                if remember_taken:
-                    conn.execute(
-                        sqlite_insert(taken)
-                        .values(
-                            peer_address=address,
-                            peer_incarnation=row.peer_incarnation,
-                            peer_queue_id=row.peer_queue_id,
-                            taken_at=now,
-                        )
-                        .on_conflict_do_nothing()
-                    )
-                out.append(
-                    HeldShadow(
-                        info[row.message][0],
-                        address,
-                        row.peer_name,
-                        row.peer_incarnation,
-                        row.peer_queue_id,
-                        row.created_at,
-                        addresses,
-                    )
-                )
-            return out
-
-        return await self._writer.submit("resubmit", apply)
+        return await self._writer.submit(
+            "resubmit",
+            lambda conn: _resubmit(
+                conn, address, now, incarnation=incarnation, remember_taken=remember_taken
+            ),
+        )
 
     async def forget_taken(self, address: str, incarnation: str, queue_ids: Sequence[str]) -> None:
         def apply(conn: Connection) -> None:

@@ -2,7 +2,7 @@
 
 Owns: the counts `hubd cluster status` shows: recipients waiting per next hop, shadows held,
 discard notices owed. Read-only (the node keeps running; WAL lets readers in).
-Public: QueueSummary, summarise_queue().
+Public: QueueSummary, summarise_queue(), read_counters().
 Failures: a missing or unreadable file gives an empty summary, never an exception.
 """
 
@@ -46,3 +46,14 @@ def summarise_queue(path: Path) -> QueueSummary:
     finally:
         conn.close()
     return QueueSummary(waiting, int(shadows), int(owed))
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The durable counters of a queue database (commits:<kind>, ops:<kind>)."""
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    try:
+        return {name: int(value) for name, value in conn.execute("SELECT name, value FROM stats")}
+    finally:
+        conn.close()

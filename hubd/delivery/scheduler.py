@@ -284,6 +284,17 @@ class Scheduler:
                     reply=f"shadow held; {result.shadow.peer_name} has it as "
                     f"{result.shadow.peer_queue_id}",
                 )
+        for shadow in settled.discarded:
+            # The peer's notice came before this shadow was recorded (an early discard).
+            self._tracker.record(
+                TrackingEvent.DISCARD,
+                queue_id=first.queue_id,
+                sender=first.sender,
+                recipients=[r.recipient.address for r in results if r.shadow == shadow],
+                message_id=first.message_id,
+                next_hop=shadow.peer_address,
+                reply=f"delivered onward by {shadow.peer_name} as {shadow.peer_queue_id}",
+            )
         for notice in notices:
             self._tracker.record(
                 TrackingEvent.DSN,

@@ -25,6 +25,7 @@ from hubd.shadow.protocol import (
     parse_hello_reply,
 )
 from hubd.tracking import Tracker, TrackingEvent
+from storage.model import HeldShadow
 from storage.shadows import ShadowLedger
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,9 @@ class ShadowClient:
         if peer is None:
             log.warning("peer %s refused XSHADOW: %s %s", address, response.code, response.message)
             return None
-        before = await self._ledger.peer_answered(address, peer.name, peer.incarnation)
-        if before and before != peer.incarnation:
-            # The peer lost its queue: everything shadowed with it goes again, now.
-            await self.resubmit(address, before, reason="new incarnation", remember_taken=False)
+        # Shadows held under another incarnation of the peer go again, now: it lost its queue.
+        held = await self._ledger.peer_answered(address, peer.name, peer.incarnation, self._clock())
+        self._resubmitted(address, held, "new incarnation")
         if address in self.dead:
             self.dead.discard(address)
             await self._ledger.set_dead(address, False)
@@ -138,6 +138,10 @@ class ShadowClient:
         held = await self._ledger.resubmit(
             address, incarnation, self._clock(), remember_taken=remember_taken
         )
+        self._resubmitted(address, held, reason)
+        return len(held)
+
+    def _resubmitted(self, address: str, held: list[HeldShadow], reason: str) -> None:
         for shadow in held:
             self._tracker.record(
                 TrackingEvent.RESUBMIT,
@@ -150,7 +154,6 @@ class ShadowClient:
         if held:
             log.warning("resubmitted %d shadows held for %s (%s)", len(held), address, reason)
             self._wake()
-        return len(held)
 
     async def declare_dead(self, address: str) -> int:
         """The peer missed its heartbeats: route around it and resubmit its shadows."""

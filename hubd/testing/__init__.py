@@ -9,6 +9,7 @@ See also: tests/conftest.py (fixtures built on these).
 
 from hubd.config import write_config
 from hubd.testing.cluster import Cluster, Sent
+from hubd.testing.faultproxy import FaultProxy
 from hubd.testing.helpers import (
     NodeProcess,
     async_wait_until,
@@ -19,6 +20,7 @@ from hubd.testing.helpers import (
 
 __all__ = [
     "Cluster",
+    "FaultProxy",
     "NodeProcess",
     "Sent",
     "async_wait_until",

@@ -89,7 +89,7 @@ class TestClusterCommands:
             assert one.relay().host != two.relay().host
             for cluster in (one, two):
                 sent = cluster.send("frank@corp.test")
-                cluster.wait_for_message("frank@corp.test", sent.message_id, within=30)
+                cluster.wait_for_message("frank@corp.test", sent.message_id, within=90)
             for plan in one._layout().nodes:
                 os.kill(int(plan.pid_file.read_text()), signal.SIGKILL)
             result = _hubd(

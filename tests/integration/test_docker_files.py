@@ -10,6 +10,7 @@ rendered configs and the healthcheck script are run for real, moved onto loopbac
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -240,15 +241,14 @@ def test_same_topology_as_the_local_cluster(compose: dict[str, Any], tmp_path: P
     assert zone_records(zone, docker_names) == zone_records(zone_text(layout), local_names)
     # The hubs' routes, spelled out: mailstore first, then the hubs after them, no cycle.
     hops = {name: [str(h) for r in node_config(name).routes for h in r.next_hops] for name in HUBS}
-    mbx = f"{service_ip(compose, 'mbx-1')}:2525"
+
+    def relay(name: str) -> str:
+        return f"{service_ip(compose, name)}:2525"
+
     assert hops == {
-        "hub-1": [
-            mbx,
-            f"{service_ip(compose, 'hub-2')}:2525",
-            f"{service_ip(compose, 'hub-3')}:2525",
-        ],
-        "hub-2": [mbx, f"{service_ip(compose, 'hub-3')}:2525"],
-        "hub-3": [mbx],
+        "hub-1": [relay("mbx-1"), relay("hub-2"), relay("hub-3")],
+        "hub-2": [relay("mbx-1"), relay("hub-3")],
+        "hub-3": [relay("mbx-1")],
     }
 
 
@@ -474,8 +474,8 @@ def test_rendered_configs_run_a_cluster_on_loopback(
     assert result.returncode == 1, result.stdout
     assert result.stdout.startswith("unhealthy"), result.stdout
 
-    host, port = HostPort.parse(hub).host, HostPort.parse(hub).port
-    with smtplib.SMTP(host, port, timeout=30) as client:
+    address = HostPort.parse(hub)
+    with smtplib.SMTP(address.host, address.port, timeout=30) as client:
         client.sendmail(
             "app@example.org",
             ["bob@corp.test", "erin@example.net"],
@@ -483,7 +483,14 @@ def test_rendered_configs_run_a_cluster_on_loopback(
         )
     for name, box in (("mbx-1", "corp.test/bob"), ("outside-1", "example.net/erin")):
         mailbox = tmp_path / name / "mailboxes" / box
-        wait_until(lambda mailbox=mailbox: maildir_messages(mailbox), 60, f"mail in {mailbox}")
+        try:
+            wait_until(functools.partial(maildir_messages, mailbox), 60, f"mail in {mailbox}")
+        except TimeoutError as error:
+            logs = "".join(
+                f"\n--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-15:])
+                for log in sorted(tmp_path.glob("*.log"))
+            )
+            pytest.fail(f"{error}{logs}")
         (message,) = maildir_messages(mailbox).values()
         assert b"Message-ID: <docker.1@app>" in message
 

@@ -148,3 +148,41 @@ class TestPoison:
         finally:
             node.kill()
             silent.close()
+
+
+class TestQueueChanges:
+    async def test_suspend_resume_retry_remove(
+        self, start_node: NodeFactory, tmp_path: Path
+    ) -> None:
+        """An operator suspends, resumes, retries and removes a message beside the running node."""
+        dead, _ = free_loopback_address()
+        node = await start_node(
+            "a",
+            routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
+            queue={"retry": ["1h"]},
+        )
+        config = write_config(
+            tmp_path / "a.toml", {"node": {"name": "a", "data_dir": str(node.config.node.data_dir)}}
+        )
+        address = node.relay_addresses[0]
+        queue_id = await asyncio.to_thread(_send, (address.host, address.port), "bob@corp.test")
+
+        def state() -> tuple[str, int] | None:
+            listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
+            if not listing:
+                return None
+            recipient = listing[0]["recipients"][0]
+            return recipient["state"], recipient["attempts"]
+
+        await asyncio.to_thread(wait_until, lambda: state() == ("PENDING", 1), 15, "one attempt")
+        assert _hubd("queue", "suspend", "-c", str(config), queue_id).returncode == 0
+        assert state() == ("HELD", 1)
+        assert _hubd("queue", "resume", "-c", str(config), queue_id).returncode == 0
+        # Resumed means due now: the running node tries it again (a second failed attempt).
+        await asyncio.to_thread(wait_until, lambda: state() == ("PENDING", 2), 45, "a retry")
+        assert _hubd("queue", "retry", "-c", str(config), queue_id).returncode == 0
+        removed = _hubd("queue", "remove", "-c", str(config), queue_id)
+        assert removed.returncode == 0
+        assert state() is None
+        missing = _hubd("queue", "remove", "-c", str(config), queue_id)
+        assert missing.returncode == 1
