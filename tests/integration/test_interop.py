@@ -334,10 +334,10 @@ def _postfix_queue_id(reply: str) -> str:
 async def _postfix_status(postfix: PostfixInstance, queue_id: str, recipient: str) -> str:
     """Postfix's final log line for one recipient of one queued message."""
 
-    def status() -> str | None:
+    def status() -> str:
         prefix = f" {queue_id}: to=<{recipient}>,"
         lines = [line for line in postfix.log().splitlines() if prefix in line]
-        return next((line for line in lines if " status=" in line), None)
+        return next((line for line in lines if " status=" in line), "")
 
     return await async_wait_until(status, 10, f"Postfix to log {queue_id} to {recipient}")
 
