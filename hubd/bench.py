@@ -21,7 +21,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import typer
 from hubd.config import Config, HostPort, load_config
 from hubd.delivery.maildir import mailbox_dirname
 from hubd.errors import HubdError
+from hubd.probe import smtp_greets
 from hubd.routing import Router, RouteTable
 from hubd.smtp.handler import InboundHandler, InboundLimits, ReceivedMessage
 from hubd.smtp.relay import RelayPolicy
@@ -309,12 +309,7 @@ async def drive_load(
 
 
 def _greets(address: HostPort) -> bool:
-    try:
-        with socket.create_connection((address.host, address.port), timeout=1) as conn:
-            conn.settimeout(2)
-            return conn.recv(4).startswith(b"220")
-    except OSError:
-        return False
+    return smtp_greets(address.host, address.port)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from hubd.cluster.layout import NodePlan, Role
 from hubd.config import HostPort
+from hubd.probe import smtp_greets
 
 # Processes this process started: held so that they are reaped (and Popen does not warn)
 # when they end; nodes started elsewhere are found by their pid files.
@@ -133,12 +133,7 @@ def _answers(plan: NodePlan) -> bool:
     address = HostPort.parse(plan.relay)
     if plan.role is Role.DNS:
         return _dns_answers(address)
-    try:
-        with socket.create_connection((address.host, address.port), timeout=1) as conn:
-            conn.settimeout(2)
-            return conn.recv(4).startswith(b"220")
-    except OSError:
-        return False
+    return smtp_greets(address.host, address.port)
 
 
 def _dns_answers(address: HostPort) -> bool:

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar, overload
 
+from hubd.probe import smtp_greets
+
 T = TypeVar("T")
 
 
@@ -91,15 +93,6 @@ def maildir_messages(root: Path) -> dict[Path, bytes]:
     return found
 
 
-def _accepts_mail(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as conn:
-            conn.settimeout(2)
-            return conn.recv(4).startswith(b"220")
-    except OSError:
-        return False
-
-
 class NodeProcess:
     """`hubd serve` in a child process, which tests can kill, stop and restart."""
 
@@ -119,7 +112,7 @@ class NodeProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         wait_until(
-            lambda: self._check_alive() and _accepts_mail(*self.relay),
+            lambda: self._check_alive() and smtp_greets(*self.relay),
             timeout,
             f"node {self.config} to accept mail",
         )
