@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck fmt bench clean deps
+.PHONY: run test lint typecheck fmt bench clean deps chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/install-test-deps
 	$(BIN)/pytest -q
+
+chaos: $(STAMP)
+	HUBD_CHAOS_SECONDS=$${HUBD_CHAOS_SECONDS:-600} $(BIN)/pytest -q -s tests/integration/test_chaos.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

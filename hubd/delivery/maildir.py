@@ -5,9 +5,10 @@ Owns: the mapping of a local part to a safe directory name, and idempotent, dura
 Public: MaildirCourier, mailbox_dirname(), local_part_from_dirname(), maildir_filename(),
 make_maildir(), deliver_file().
 Failures: an OSError becomes a transient 451 4.3.0 result (disk full, permissions).
-Limits: local parts are matched ASCII case-insensitively; the file name derives from the queue
-id and the recipient, so a repeat after a crash finds the first copy in new/ (or in cur/ as
-"name:2,") and writes no second one. Files keep the CRLF line ends of the wire.
+Limits: local parts are matched ASCII case-insensitively; the file name derives from the origin
+key and the recipient, so a repeat after a crash, or another copy of the same origin key (an
+upstream resubmitted it), finds the first copy in new/ (or in cur/ as "name:2,") and writes
+no second one. Files keep the CRLF line ends of the wire.
 See also: DESIGN.md (Mailboxes).
 """
 
@@ -21,6 +22,7 @@ import re
 from pathlib import Path
 
 from hubd.delivery.courier import DeliveryJob, RecipientResult
+from hubd.queueid import queue_id_time
 
 _PLAIN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}\Z")  # \Z: "$" would let "bob\n" through
 _ENCODED_PREFIX = "="  # never the first character of a plain name
@@ -43,9 +45,12 @@ def local_part_from_dirname(name: str) -> str:
     return base64.b32decode(data + "=" * (-len(data) % 8)).decode("utf-8")
 
 
-def maildir_filename(received_at: float, queue_id: str, recipient: str, host: str) -> str:
+def maildir_filename(
+    received_at: float, queue_id: str, recipient: str, host: str, origin: str = ""
+) -> str:
     """The deterministic Maildir file name for one recipient's copy of one message."""
-    digest = hashlib.sha256(recipient.lower().encode("utf-8", "surrogateescape")).hexdigest()
+    key = f"{origin}\0{recipient.lower()}" if origin else recipient.lower()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     safe_host = re.sub(r"[^A-Za-z0-9.-]", "_", host)
     return f"{int(received_at)}.{queue_id}_{digest[:16]}.{safe_host}"
 
@@ -106,12 +111,17 @@ class MaildirCourier:
     def _deliver_all(self, job: DeliveryJob) -> list[RecipientResult]:
         trace = f"Return-Path: <{job.sender}>\r\n".encode("utf-8", "surrogateescape")
         data = trace + job.body
+        # Named after the origin key alone, not this node's copy: the write that a crash left
+        # unrecorded is then found by any copy, whichever is delivered first after a restart.
+        # The time is the origin's receipt, read from its queue id (0 if it records none).
+        queue_id = job.origin.rpartition(".")[2] if job.origin else job.queue_id
+        received_at = queue_id_time(queue_id) or 0.0
         results = []
         for recipient in job.recipients:
             local_part = recipient.address.rpartition("@")[0]
             folder = self._root / job.next_hop.name / mailbox_dirname(local_part)
             name = maildir_filename(
-                job.received_at, job.queue_id, recipient.address, self._hostname
+                received_at, queue_id, recipient.address, self._hostname, origin=job.origin
             )
             try:
                 written = deliver_file(folder, name, data)

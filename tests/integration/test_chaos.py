@@ -52,6 +52,7 @@ SENDER = "alice@client.test"
 HUBS = ("h2", "h3")  # hold primaries from H1 and shadows of what they sent to M
 NODES = ("m", "h2", "h3", "h1")  # start order: next hops first
 MAX_ACK_DELAY = 20.0
+HEARTBEAT_FAILURES = 3  # at shadow.heartbeat_interval "1s": a peer is dead after ~3 s
 WORKERS = 3  # concurrent client sessions to H1
 DELIVERY_WAIT = 120.0  # after the chaos: every acknowledged message in M's Maildir
 DRAIN_WAIT = 60.0  # then: every queue empty (no shadow, no copy in flight)
@@ -103,7 +104,7 @@ class ChaosEvent:
     action: str  # "kill", "wipe" (after a kill), "start"
 
 
-class Cluster:
+class ChaosCluster:
     """M, H1, H2 and H3 as node processes; kill, wipe and restart them."""
 
     def __init__(self, root: Path, *, delayed_ack: bool) -> None:
@@ -112,6 +113,7 @@ class Cluster:
         self.nodes: dict[str, NodeProcess] = {}
         self.events: list[ChaosEvent] = []
         self.wiped: dict[str, list[Path]] = defaultdict(list)  # where wiped dirs were moved
+        self.lost_at_wipe: list[str] = []  # what each wipe destroyed: primaries, shadows
         self.unexpected_exits: list[str] = []
         m = self.hostport("m")
         hub = {"routes": [{"domains": [DOMAIN], "next_hops": [m]}]}
@@ -134,7 +136,7 @@ class Cluster:
         host, port = self.addresses[name]
         common = {
             "delivery": {"connect_timeout": "2s", "command_timeout": "10s"},
-            "shadow": {"heartbeat_interval": "1s", "heartbeat_failures": 3},
+            "shadow": {"heartbeat_interval": "1s", "heartbeat_failures": HEARTBEAT_FAILURES},
             # The test's kills have nothing to do with the messages: a poison hold would be
             # right, but it is not what this test measures.
             "queue": {"retry": ["1s"], "poison_threshold": 1000},
@@ -180,6 +182,12 @@ class Cluster:
         self.nodes[name].kill()
         self.events.append(ChaosEvent(time.time(), name, "kill"))
         if wipe:
+            (held,) = _query(
+                self.queue_db(name),
+                "SELECT (SELECT count(*) FROM recipients WHERE state IN ('PENDING', 'HELD')),"
+                " (SELECT count(*) FROM shadows)",
+            ) or [(0, 0)]
+            self.lost_at_wipe.append(f"{name}: {held[0]} primaries, {held[1]} shadows")
             target = self.root / "wiped" / f"{name}-{len(self.wiped[name]) + 1}"
             target.parent.mkdir(exist_ok=True)
             if self.data_dir(name).exists():
@@ -396,7 +404,7 @@ class Chaos:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: ChaosCluster,
         stream: Stream,
         scan: MaildirScan,
         rng: random.Random,
@@ -437,27 +445,30 @@ class Chaos:
         await self.cluster.ensure_up()
 
     async def _one_action(self) -> None:
-        rng = self.rng
-        progress = self.stream.progress
-        wiped = {e.node for e in self.cluster.events if e.action == "wipe"}
-        choices: list[tuple[str, float]] = [
+        # The same draws every round, whatever is done with them: a seed replays its draws
+        # even where the heal rule or the progress of the stream changes the action.
+        actions = [
             ("kill-hub", 3.0),
             ("wipe-hub", 2.0),
             ("kill-m", 2.0),
             ("wipe-hub-while-m-down", 1.0),
+            ("kill-hub-while-m-down", 1.5),
             ("kill-entry", 1.5),
             ("kill-two", 1.0),
+            ("wipe-entry", 1.5 if self.wipe_entry else 0.0),
         ]
-        if self.wipe_entry:
-            choices.append(("wipe-entry", 1.5))
-        action = rng.choices([c for c, _ in choices], [w for _, w in choices])[0]
-        # Each run wipes a hub that holds primaries and shadows, and H1 when that is allowed.
-        if progress > 0.4 and not wiped & set(HUBS):
-            action = "wipe-hub"
-        elif self.wipe_entry and progress > 0.6 and "h1" not in wiped:
-            action = "wipe-entry"
+        rng = self.rng
+        action = rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
         hub = rng.choice(HUBS)
-        down = rng.uniform(0.3, 6.0)
+        pair = rng.sample(NODES, 2)
+        down = {"hub": rng.uniform(0.3, 6.0), "m": rng.uniform(0.3, 7.0)}
+        down |= {"h1": rng.uniform(0.3, 4.0), "pair": rng.uniform(0.3, 6.0)}
+        # Each run wipes a hub that holds primaries and shadows, and H1 when that is allowed.
+        wiped = {e.node for e in self.cluster.events if e.action == "wipe"}
+        if self.stream.progress > 0.4 and not wiped & set(HUBS):
+            action = "wipe-hub"
+        elif self.wipe_entry and self.stream.progress > 0.6 and "h1" not in wiped:
+            action = "wipe-entry"
         if action in ("wipe-hub", "wipe-hub-while-m-down", "wipe-entry"):
             target = "h1" if action == "wipe-entry" else hub
             if not self.may_wipe(target):
@@ -465,18 +476,22 @@ class Chaos:
                 action = "kill-entry" if target == "h1" else "kill-hub"
         self.actions[action] += 1
         if action in ("kill-hub", "wipe-hub"):
-            await self._outage({hub: down}, wipe={hub} if action == "wipe-hub" else set())
+            await self._outage({hub: down["hub"]}, wipe={hub} if action == "wipe-hub" else set())
         elif action == "kill-m":
-            await self._outage({"m": rng.uniform(0.3, 7.0)})
+            await self._outage({"m": down["m"]})
         elif action == "wipe-hub-while-m-down":
             # M down: the hub piles up primaries (H1 holds their shadows), then loses its disk.
-            await self._outage({"m": down + 2.0, hub: down}, wipe={hub}, stagger=2.0)
+            await self._outage({"m": down["hub"] + 2.0, hub: down["hub"]}, wipe={hub}, stagger=2.0)
+        elif action == "kill-hub-while-m-down":
+            # The same, disk kept, and down long enough to be declared dead: H1 resubmits its
+            # shadows through the other hub, and both copies meet at M when it returns.
+            dead = HEARTBEAT_FAILURES + 1.0 + down["hub"] / 2
+            await self._outage({"m": dead, hub: dead}, stagger=2.0)
         elif action in ("kill-entry", "wipe-entry"):
             wipe = {"h1"} if action == "wipe-entry" else set()
-            await self._outage({"h1": rng.uniform(0.3, 4.0)}, wipe=wipe)
+            await self._outage({"h1": down["h1"]}, wipe=wipe)
         else:  # kill-two
-            pair = rng.sample(NODES, 2)
-            await self._outage({name: rng.uniform(0.3, 6.0) for name in pair})
+            await self._outage({pair[0]: down["pair"], pair[1]: down["hub"]})
 
     async def _outage(
         self,
@@ -486,17 +501,17 @@ class Chaos:
         stagger: float = 0.0,
     ) -> None:
         """Kill each node (the first `stagger` seconds before the others), restart it after its
-        time down; a node in `wipe` loses its data dir."""
+        time down (sooner once the stream has ended); a node in `wipe` loses its data dir."""
         names = list(downs)
         for index, name in enumerate(names):
             if index == 1 and stagger:
-                await pause(asyncio.Event(), stagger)
+                await pause(self.stream.finished, stagger)
             self.cluster.kill(name, wipe=name in wipe)
             if name in wipe:
                 self.last_wipe = time.time()
         started = time.monotonic()
         for name in sorted(names, key=lambda n: downs[n]):
-            await pause(asyncio.Event(), max(0.0, started + downs[name] - time.monotonic()))
+            await pause(self.stream.finished, max(0.0, started + downs[name] - time.monotonic()))
             await self.cluster.start(name)
 
 
@@ -511,7 +526,7 @@ def _when(event: dict[str, Any]) -> float:
 class Report:
     """Figures from the tracking logs of every node, wiped ones included."""
 
-    cluster: Cluster
+    cluster: ChaosCluster
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -520,8 +535,8 @@ class Report:
     def count(self, event: str, nodes: Iterable[str] = NODES) -> int:
         return sum(1 for n in nodes for e in self.events[n] if e["event"] == event)
 
-    def trail(self, ident: str) -> list[str]:
-        """Every tracking line about one message id, across nodes, in time order."""
+    def trail(self, ident: str, box: str) -> list[str]:
+        """Every tracking line about one message id and mailbox, across nodes, in time order."""
         queue_ids: set[tuple[str, str]] = set()
         for name, events in self.events.items():
             for e in events:
@@ -536,6 +551,7 @@ class Report:
             for n, events in self.events.items()
             for e in events
             if (n, e["queue_id"]) in queue_ids
+            and any(r.lower().startswith(f"{box}@") for r in e["recipients"] or [f"{box}@"])
         ]
         return [text for _, text in sorted(lines)]
 
@@ -552,7 +568,7 @@ class Report:
             if e["event"] == "DELIVER" and e.get("message_id"):
                 delivered[e["message_id"]].append(_when(e))
         kills = [e for e in self.cluster.events if e.action == "kill" and e.node != "h1"]
-        out = []
+        out: list[tuple[str, float, float | None, float | None]] = []
         for index, kill in enumerate(kills):
             later = [k.at for k in kills[index + 1 :] if k.node == kill.node]
             until = later[0] if later else float("inf")
@@ -595,7 +611,7 @@ def _seconds(values: list[float]) -> str:
     )
 
 
-def _queues(cluster: Cluster) -> dict[str, tuple[int, int]]:
+def _queues(cluster: ChaosCluster) -> dict[str, tuple[int, int]]:
     """(messages, shadows) in each node's queue."""
     out = {}
     for name in NODES:
@@ -607,7 +623,7 @@ def _queues(cluster: Cluster) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _queue_listing(cluster: Cluster) -> str:
+def _queue_listing(cluster: ChaosCluster) -> str:
     lines = []
     for name in NODES:
         rows = _query(
@@ -623,7 +639,7 @@ def _queue_listing(cluster: Cluster) -> str:
 
 
 async def run_chaos(
-    cluster: Cluster, seed: int, *, wipe_entry: bool
+    cluster: ChaosCluster, seed: int, *, wipe_entry: bool
 ) -> tuple[Stream, Chaos, MaildirScan]:
     """Start the nodes, stream messages to H1 with chaos alongside, end with every node up."""
     for name in NODES:
@@ -648,7 +664,7 @@ class TestChaos:
         replay = f"seed {seed} ({variant}); replay with: {replay_command(variant, seed)}"
         print(f"\nchaos {replay}")
         began = time.monotonic()
-        cluster = Cluster(tmp_path, delayed_ack=variant == "delayed-ack")
+        cluster = ChaosCluster(tmp_path, delayed_ack=variant == "delayed-ack")
         try:
             stream, chaos, scan = asyncio.run(
                 run_chaos(cluster, seed, wipe_entry=variant == "delayed-ack")
@@ -692,6 +708,7 @@ class TestChaos:
             f"{len(scan.files)}, lost {len(lost)}, duplicated {len(doubled)}\n"
             f"  kills {kills}, wipes {dict(wipes)}, actions {dict(chaos.actions)}, "
             f"wipes deferred (previous not healed) {chaos.skipped_wipes}\n"
+            f"  held by wiped nodes: {'; '.join(cluster.lost_at_wipe)}\n"
             f"  RESUBMIT at hubs {report.count('RESUBMIT', ('h1', *HUBS))}, DUPLICATE at M "
             f"{report.count('DUPLICATE', ('m',))}, at hubs "
             f"{report.count('DUPLICATE', ('h1', *HUBS))}, POISON {report.count('POISON')}\n"
@@ -708,7 +725,7 @@ class TestChaos:
 
         def trails(keys: list[tuple[str, str]]) -> str:
             return "\n".join(
-                f"{key}:\n    " + "\n    ".join(report.trail(key[0])) for key in keys[:5]
+                f"{key}:\n    " + "\n    ".join(report.trail(*key)) for key in keys[:5]
             )
 
         assert not cluster.unexpected_exits, f"{cluster.unexpected_exits}; {replay}"
