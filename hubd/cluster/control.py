@@ -49,11 +49,13 @@ def _alive(pid: int, plan: NodePlan) -> bool:
     """The pid is a live (not zombie) process running this node's command."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state != "Z" and plan.config.encode() in cmdline
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    # A dying process reads an empty cmdline but still holds its ports: count it as alive.
+    return not cmdline or plan.config.encode() in cmdline.split(b"\0")
 
 
 def node_pid(plan: NodePlan) -> int | None:
@@ -89,12 +91,18 @@ def start_node(plan: NodePlan) -> int:
 
 
 def _wait_gone(pid: int, plan: NodePlan, within: float) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        # Our own child: wait for its exit status. (/proc is no guide while a process dies:
+        # its cmdline reads empty before it is gone.)
+        try:
+            child.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            return False
+        del _children[pid]
+        return True
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        child = _children.get(pid)
-        if child is not None and child.poll() is not None:
-            del _children[pid]
-            return True
         if not _alive(pid, plan):
             return True
         time.sleep(0.05)
