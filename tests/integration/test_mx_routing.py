@@ -73,18 +73,26 @@ def _inbox(node: Node, local: str = "bob") -> dict[Path, bytes]:
     return maildir_messages(node.config.mailbox_dir / "example.test" / local)
 
 
+async def _mx_world(
+    start_node: NodeFactory, dns_server: DnsServer, aaaa_fault: Fault
+) -> tuple[Node, int]:
+    """example.test's MX host, found by MX and A, whose AAAA queries fail as told."""
+    port = _free_port_on("127.0.0.1")
+    outside = await _outside(start_node, port)
+    ip = outside.relay_addresses[0].host
+    dns_server.load(
+        f"example.test. 60 IN MX 10 mx1.example.test.\nmx1.example.test. 60 IN A {ip}\n"
+    )
+    dns_server.set_fault("mx1.example.test", "AAAA", aaaa_fault)
+    return outside, port
+
+
 class TestIpv6Modes:
     async def test_strict_defers_then_fallback_delivers(
         self, start_node: NodeFactory, dns_server: DnsServer
     ) -> None:
         """strict: MX and A resolve, AAAA SERVFAILs, so 451 4.4.0; fallback then delivers."""
-        port = _free_port_on("127.0.0.1")
-        outside = await _outside(start_node, port)
-        ip = outside.relay_addresses[0].host
-        dns_server.load(
-            f"example.test. 60 IN MX 10 mx1.example.test.\nmx1.example.test. 60 IN A {ip}\n"
-        )
-        dns_server.set_fault("mx1.example.test", "AAAA", Fault.SERVFAIL)
+        outside, port = await _mx_world(start_node, dns_server, Fault.SERVFAIL)
         hub = await start_node("hub", **_sender_settings(dns_server, port, "strict"))
         await asyncio.to_thread(_send, hub, "bob@example.test", "v6")
 
@@ -116,13 +124,7 @@ class TestIpv6Modes:
         self, start_node: NodeFactory, dns_server: DnsServer
     ) -> None:
         """off: only MX and A are asked, and the message is delivered over IPv4."""
-        port = _free_port_on("127.0.0.1")
-        outside = await _outside(start_node, port)
-        ip = outside.relay_addresses[0].host
-        dns_server.load(
-            f"example.test. 60 IN MX 10 mx1.example.test.\nmx1.example.test. 60 IN A {ip}\n"
-        )
-        dns_server.set_fault("mx1.example.test", "AAAA", Fault.SERVFAIL)
+        outside, port = await _mx_world(start_node, dns_server, Fault.SERVFAIL)
         hub = await start_node("hub", **_sender_settings(dns_server, port, "off"))
         await asyncio.to_thread(_send, hub, "bob@example.test")
         await async_wait_until(lambda: _inbox(outside), 15, "delivery")
@@ -133,13 +135,7 @@ class TestIpv6Modes:
         self, start_node: NodeFactory, dns_server: DnsServer, fault: Fault
     ) -> None:
         """fallback: whatever way AAAA fails, A is used and the message is delivered."""
-        port = _free_port_on("127.0.0.1")
-        outside = await _outside(start_node, port)
-        ip = outside.relay_addresses[0].host
-        dns_server.load(
-            f"example.test. 60 IN MX 10 mx1.example.test.\nmx1.example.test. 60 IN A {ip}\n"
-        )
-        dns_server.set_fault("mx1.example.test", "AAAA", fault)
+        outside, port = await _mx_world(start_node, dns_server, fault)
         hub = await start_node("hub", **_sender_settings(dns_server, port, "fallback"))
         await asyncio.to_thread(_send, hub, "bob@example.test")
         await async_wait_until(lambda: _inbox(outside), 15, "delivery")
