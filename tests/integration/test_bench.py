@@ -53,3 +53,22 @@ class TestBenchCommand:
         assert report["accepted"] == 20
         assert report["delivered"] is None
         assert report["commits"] is None
+
+
+class TestBenchQueue:
+    def test_reports_claim_and_record_times(self) -> None:
+        """`hubd bench-queue` fills a queue and reports a claim and a record time per size."""
+        result = subprocess.run(
+            [sys.executable, "-m", "hubd", "bench-queue", "--queued", "1000"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        header, row = result.stdout.strip().splitlines()
+        assert "claim 256 (ms)" in header
+        queued, claim, record = row.split()
+        assert int(queued) == 1000
+        assert float(claim) > 0
+        assert float(record) > 0
