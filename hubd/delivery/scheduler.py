@@ -21,6 +21,7 @@ from hubd.delivery.notices import Notifier
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
 from hubd.routing import HopKind, NextHop, Router
+from hubd.shadow.client import record_discard
 from hubd.shadow.delayed_ack import Departures
 from hubd.tracking import Tracker, TrackingEvent
 from storage import ClaimedRecipient, Repository, ShadowLedger
@@ -286,14 +287,15 @@ class Scheduler:
                 )
         for shadow in settled.discarded:
             # The peer's notice came before this shadow was recorded (an early discard).
-            self._tracker.record(
-                TrackingEvent.DISCARD,
+            record_discard(
+                self._tracker,
                 queue_id=first.queue_id,
                 sender=first.sender,
                 recipients=[r.recipient.address for r in results if r.shadow == shadow],
+                peer_address=shadow.peer_address,
+                peer_name=shadow.peer_name,
+                peer_queue_id=shadow.peer_queue_id,
                 message_id=first.message_id,
-                next_hop=shadow.peer_address,
-                reply=f"delivered onward by {shadow.peer_name} as {shadow.peer_queue_id}",
             )
         for notice in notices:
             self._tracker.record(

@@ -13,7 +13,7 @@ See also: docs/xshadow.md, shadow/heartbeat.py, delivery/smtp_client.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -39,6 +39,29 @@ class PeerLink:
 
     address: str
     peer: Hello
+
+
+def record_discard(
+    tracker: Tracker,
+    *,
+    queue_id: str,
+    sender: str,
+    recipients: Sequence[str],
+    peer_address: str,
+    peer_name: str,
+    peer_queue_id: str,
+    message_id: str | None = None,
+) -> None:
+    """The DISCARD line for a shadow dropped because its peer delivered the message onward."""
+    tracker.record(
+        TrackingEvent.DISCARD,
+        queue_id=queue_id,
+        sender=sender,
+        recipients=recipients,
+        message_id=message_id,
+        next_hop=peer_address,
+        reply=f"delivered onward by {peer_name} as {peer_queue_id}",
+    )
 
 
 class ShadowClient:
@@ -121,13 +144,14 @@ class ShadowClient:
     async def _apply(self, link: PeerLink, ids: list[str]) -> int:
         discarded, _ = await self._ledger.apply_discards(link.peer.incarnation, ids, self._clock())
         for item in discarded:
-            self._tracker.record(
-                TrackingEvent.DISCARD,
+            record_discard(
+                self._tracker,
                 queue_id=item.queue_id,
                 sender=item.sender,
-                recipients=list(item.recipients),
-                next_hop=link.address,
-                reply=f"delivered onward by {link.peer.name} as {item.peer_queue_id}",
+                recipients=item.recipients,
+                peer_address=link.address,
+                peer_name=link.peer.name,
+                peer_queue_id=item.peer_queue_id,
             )
         return len(discarded)
 

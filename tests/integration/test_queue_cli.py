@@ -47,22 +47,28 @@ def _send(address: tuple[str, int], recipient: str) -> str:
     return reply.decode().split()[1]
 
 
+async def _stuck_message(start_node: NodeFactory, tmp_path: Path) -> tuple[Path, str]:
+    """A node whose only next hop is dead, holding one message; its config and queue id."""
+    dead, _ = free_loopback_address()
+    node = await start_node(
+        "a",
+        routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
+        queue={"retry": ["1h"]},
+    )
+    config = write_config(
+        tmp_path / "a.toml", {"node": {"name": "a", "data_dir": str(node.config.node.data_dir)}}
+    )
+    address = node.relay_addresses[0]
+    queue_id = await asyncio.to_thread(_send, (address.host, address.port), "bob@corp.test")
+    return config, queue_id
+
+
 class TestQueueCommands:
     async def test_list_and_show_a_deferred_message(
         self, start_node: NodeFactory, tmp_path: Path
     ) -> None:
         """A message held for a dead next hop shows with its state, next hop and last error."""
-        dead, _ = free_loopback_address()
-        node = await start_node(
-            "a",
-            routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
-            queue={"retry": ["1h"]},
-        )
-        config = write_config(
-            tmp_path / "a.toml", {"node": {"name": "a", "data_dir": str(node.config.node.data_dir)}}
-        )
-        address = node.relay_addresses[0]
-        queue_id = await asyncio.to_thread(_send, (address.host, address.port), "bob@corp.test")
+        config, queue_id = await _stuck_message(start_node, tmp_path)
 
         def attempted() -> Any:
             listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
@@ -155,17 +161,7 @@ class TestQueueChanges:
         self, start_node: NodeFactory, tmp_path: Path
     ) -> None:
         """An operator suspends, resumes, retries and removes a message beside the running node."""
-        dead, _ = free_loopback_address()
-        node = await start_node(
-            "a",
-            routes=[{"domains": ["corp.test"], "next_hops": [f"{dead}:2525"]}],
-            queue={"retry": ["1h"]},
-        )
-        config = write_config(
-            tmp_path / "a.toml", {"node": {"name": "a", "data_dir": str(node.config.node.data_dir)}}
-        )
-        address = node.relay_addresses[0]
-        queue_id = await asyncio.to_thread(_send, (address.host, address.port), "bob@corp.test")
+        config, queue_id = await _stuck_message(start_node, tmp_path)
 
         def state() -> tuple[str, int] | None:
             listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
