@@ -72,11 +72,11 @@ async def _measure(directory: Path, count: int, batch: int, rounds: int) -> Queu
         # Only rounds that find a full batch of due work count (half the queue is due).
         for round_ in range(max(1, min(rounds, count // 2 // batch))):
             started = time.perf_counter()
-            claimed = await repository.claim_due(now, batch, f"bench-{round_}")
+            claimed = (await repository.claim_due(now, batch, f"bench-{round_}")).recipients
             claims.append(time.perf_counter() - started)
             outcomes = [
                 RecipientOutcome(
-                    c.recipient_id,
+                    c,
                     RecipientState.PENDING,
                     "mx:example.test",
                     "451 4.4.1 bench",

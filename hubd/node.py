@@ -276,7 +276,6 @@ class Node:
             clock=self._clock,
             owner=owner,
             concurrency_per_hop=config.delivery.concurrency_per_hop,
-            ledger=self.ledger,
             departures=departures,
         )
 

@@ -2,6 +2,7 @@
 
 from storage.database import Database, open_database, open_reader
 from storage.model import (
+    Claim,
     ClaimedRecipient,
     HeldShadow,
     NewMessage,
@@ -19,6 +20,7 @@ from storage.shadows import ShadowLedger
 from storage.writer import Writer
 
 __all__ = [
+    "Claim",
     "ClaimedRecipient",
     "Database",
     "HeldShadow",

@@ -2,7 +2,7 @@
 
 Owns: the SQLite file of one node (WAL, synchronous=FULL, BEGIN IMMEDIATE for writes), its
 incarnation id, and moving a corrupt file aside.
-Public: open_database(), Database.
+Public: open_database(), open_reader(), Database.
 Failures: SchemaTooNew when the file was written by a newer hubd; a file that fails
 `PRAGMA quick_check` is renamed to queue.db.corrupt-<time> and a new queue is created.
 Limits: several processes may open the same file (SQLite locking); one writer at a time.

@@ -1,14 +1,14 @@
 """The queue's value types: what goes in, what delivery gets, what comes back out.
 
-Public: RecipientState, NewMessage, NewRecipient, ClaimedRecipient, RecipientOutcome,
+Public: RecipientState, NewMessage, NewRecipient, ClaimedRecipient, Claim, RecipientOutcome,
 QueuedMessage, QueuedRecipient, ShadowRecord, Settled, FINISHED_STATES, LEFT_STATES.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 
 class RecipientState(enum.StrEnum):
@@ -73,13 +73,29 @@ class ClaimedRecipient:
     notify: str
     orcpt: str
     delay_notified: bool
+    lease_owner: str  # the delivery run that holds it; only that run may record its outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim leased, with what delivery needs of it from the same transaction."""
+
+    recipients: tuple[ClaimedRecipient, ...] = ()
+    # Message row id -> stored bytes, for messages small enough to carry with the claim
+    # (bigger ones are read apart, outside the write transaction).
+    bodies: Mapping[int, bytes] = field(default_factory=dict, repr=False)
+    # (origin key, lower-cased recipient) pairs of these messages already delivered at
+    # their final hop: the duplicate check, read in the claim's transaction.
+    delivered: frozenset[tuple[str, str]] = frozenset()
+    # When the earliest unclaimed pending recipient is due, when this claim did not fill up.
+    next_due: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RecipientOutcome:
-    """The result of one attempt for one recipient."""
+    """The result of one attempt for one claimed recipient."""
 
-    recipient_id: int
+    recipient: ClaimedRecipient
     state: RecipientState
     next_hop: str
     reply: str

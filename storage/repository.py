@@ -2,8 +2,7 @@
 
 Owns: every read and write of queue rows; the rule that a message row is deleted only when
 none of its recipients is still pending.
-Public: Repository, NewMessage, NewRecipient, ClaimedRecipient, RecipientOutcome,
-RecipientState, QueuedMessage, QueuedRecipient.
+Public: Repository, Recovery.
 Failures: storage errors propagate; callers answer SMTP clients with a transient reply.
 Limits: one delivery process per database claims work (leases name the owning run and are
 released at start-up; several delivery processes would need lease expiry instead).
@@ -13,165 +12,29 @@ See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the call
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
+from storage.claim import claim_due
 from storage.database import Database
-from storage.model import (
-    ClaimedRecipient,
-    NewMessage,
-    RecipientOutcome,
-    RecipientState,
-    Settled,
-    ShadowRecord,
-)
-from storage.reader import DUE, QueueReader
-from storage.schema import bodies, messages, recipients
-from storage.settle import settle
-from storage.shadows import claim_early_discard, create_shadow, remember_origin
+from storage.enqueue import insert_messages
+from storage.model import Claim, NewMessage, RecipientOutcome, RecipientState, Settled
+from storage.outcomes import OutcomeBatch, record_outcomes
+from storage.reader import QueueReader
+from storage.schema import messages, recipients
+from storage.sql import driver
 from storage.writer import Writer
 
 
-def _message_row(message: NewMessage) -> dict[str, object]:
-    return {
-        "queue_id": message.queue_id,
-        "sender": message.sender,
-        "received_at": message.received_at,
-        "size": len(message.body),
-        "message_id": message.message_id,
-        "origin": message.origin,
-        "client": message.client,
-        "envid": message.envid,
-        "ret": message.ret,
-        "upstream": message.upstream,
-        "upstream_incarnation": message.upstream_incarnation,
-    }
+def _enqueue_many(conn: Connection, batch: list[NewMessage]) -> list[None]:
+    insert_messages(driver(conn), batch)
+    return [None] * len(batch)
 
 
-def _recipient_rows(pk: int, message: NewMessage) -> list[dict[str, object]]:
-    return [
-        {
-            "message": pk,
-            "address": r.address,
-            "state": RecipientState.PENDING,
-            "next_hop": r.next_hop,
-            "next_attempt_at": message.received_at,
-            "notify": r.notify,
-            "orcpt": r.orcpt,
-        }
-        for r in message.recipients
-    ]
-
-
-def _insert(conn: Connection, message: NewMessage) -> None:
-    _insert_many(conn, [message])
-
-
-def _insert_many(conn: Connection, batch: list[NewMessage]) -> None:
-    """Insert messages, bodies and recipients with one statement per table."""
-    returned = conn.execute(
-        messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
-        [_message_row(message) for message in batch],
-    ).scalars()
-    pks = list(returned)
-    conn.execute(
-        bodies.insert(),
-        [{"message": pk, "data": message.body} for pk, message in zip(pks, batch, strict=True)],
-    )
-    conn.execute(
-        recipients.insert(),
-        [row for pk, m in zip(pks, batch, strict=True) for row in _recipient_rows(pk, m)],
-    )
-
-
-def due_query(now: float, limit: int) -> Select[tuple[int]]:
-    """The scheduler's query for due work (kept public so a test can read its query plan)."""
-    return (
-        select(recipients.c.id)
-        .where(DUE, recipients.c.next_attempt_at <= now)
-        .order_by(recipients.c.next_attempt_at)
-        .limit(limit)
-    )
-
-
-def _claim(conn: Connection, now: float, limit: int, owner: str) -> list[ClaimedRecipient]:
-    ids = list(conn.execute(due_query(now, limit)).scalars())
-    if not ids:
-        return []
-    conn.execute(update(recipients).where(recipients.c.id.in_(ids)).values(lease_owner=owner))
-    rows = conn.execute(
-        select(
-            recipients.c.id.label("recipient_id"),
-            recipients.c.address,
-            recipients.c.attempts,
-            messages.c.id.label("message"),
-            messages.c.queue_id,
-            messages.c.sender,
-            messages.c.received_at,
-            messages.c.size,
-            messages.c.message_id,
-            messages.c.origin,
-            messages.c.envid,
-            messages.c.ret,
-            recipients.c.notify,
-            recipients.c.orcpt,
-            recipients.c.delay_notified,
-        )
-        .join(messages, messages.c.id == recipients.c.message)
-        .where(recipients.c.id.in_(ids))
-        .order_by(recipients.c.next_attempt_at, recipients.c.id)
-    )
-    return [
-        ClaimedRecipient(**{**row._mapping, "delay_notified": bool(row.delay_notified)})
-        for row in rows
-    ]
-
-
-def _record(
-    conn: Connection,
-    outcomes: Sequence[RecipientOutcome],
-    dsns: Sequence[NewMessage],
-    now: float,
-) -> Settled:
-    for dsn in dsns:
-        _insert(conn, dsn)
-    shadow_ids: dict[ShadowRecord, int] = {}
-    for outcome in outcomes:
-        values: dict[str, object] = {
-            "state": outcome.state,
-            "next_hop": outcome.next_hop,
-            "last_error": outcome.reply,
-            "attempts": recipients.c.attempts + 1,
-            "lease_owner": None,
-        }
-        if outcome.delay_notified:
-            values["delay_notified"] = 1
-        if outcome.next_attempt_at is not None:
-            values["next_attempt_at"] = outcome.next_attempt_at
-        if outcome.shadow is not None:
-            if outcome.shadow not in shadow_ids:
-                shadow_ids[outcome.shadow] = create_shadow(
-                    conn, outcome.recipient_id, outcome.shadow, now
-                )
-            values["shadow"] = shadow_ids[outcome.shadow]
-        conn.execute(
-            update(recipients).where(recipients.c.id == outcome.recipient_id).values(**values)
-        )
-        if outcome.final:
-            remember_origin(conn, outcome.recipient_id, now)
-    discarded = tuple(
-        record
-        for record, shadow_id in shadow_ids.items()
-        if claim_early_discard(conn, record, shadow_id)
-    )
-    touched = conn.execute(
-        select(recipients.c.message)
-        .where(recipients.c.id.in_([o.recipient_id for o in outcomes]))
-        .distinct()
-    ).scalars()
-    return replace(settle(conn, list(touched), now), discarded=discarded)
+def _record_many(conn: Connection, jobs: list[OutcomeBatch]) -> list[Settled]:
+    return record_outcomes(driver(conn), jobs)
 
 
 def _release(conn: Connection, keep_owner: str | None) -> int:
@@ -253,12 +116,18 @@ class Repository(QueueReader):
     async def enqueue(self, message: NewMessage) -> None:
         """Commit a received message; return only once it is durable."""
         await self._writer.submit(
-            "enqueue", lambda conn: _insert(conn, message), bulk=_insert_many, payload=message
+            "enqueue",
+            lambda conn: _enqueue_many(conn, [message])[0],
+            bulk=_enqueue_many,
+            payload=message,
         )
 
-    async def claim_due(self, now: float, limit: int, owner: str) -> list[ClaimedRecipient]:
-        """Lease up to `limit` due recipients to the delivery run `owner`."""
-        return await self._writer.submit("claim", lambda conn: _claim(conn, now, limit, owner))
+    async def claim_due(self, now: float, limit: int, owner: str) -> Claim:
+        """Lease up to `limit` due recipients to the delivery run `owner`, with their bodies
+        (when small), the duplicate check and the next due time."""
+        return await self._writer.submit(
+            "claim", lambda conn: claim_due(driver(conn), now, limit, owner)
+        )
 
     async def record_outcomes(
         self,
@@ -266,8 +135,11 @@ class Repository(QueueReader):
         dsns: Sequence[NewMessage] = (),
         now: float = 0.0,
     ) -> Settled:
-        """Record attempt results, shadows and their DSNs in one transaction."""
-        return await self._writer.submit("outcome", lambda conn: _record(conn, outcomes, dsns, now))
+        """Record attempt results, shadows and their DSNs; committed with other jobs' outcomes."""
+        job = OutcomeBatch(outcomes, dsns, now)
+        return await self._writer.submit(
+            "outcome", lambda conn: _record_many(conn, [job])[0], bulk=_record_many, payload=job
+        )
 
     async def release_leases(self, *, except_owner: str | None = None) -> int:
         """Free recipients leased by other (dead) runs, or by anyone when no owner is kept."""

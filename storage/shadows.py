@@ -4,8 +4,8 @@ Owns, upstream (U): shadows of messages handed to a peer, notices that came befo
 shadow, the ids taken over from a dead peer, what is known of each peer. Downstream (D):
 the notices owed to each upstream incarnation, in sequence. Final delivery: the
 (origin key, recipient) pairs already delivered.
-Public: ShadowLedger, AckTooHigh, Discarded, and the sync helpers used inside
-repository transactions (create_shadow, claim_early_discard, remember_origin).
+Public: ShadowLedger, AckTooHigh, Discarded. (Shadows are created, and origin keys
+remembered, with the outcomes that cause them: storage/outcomes.py.)
 Failures: AckTooHigh when an XQDISCARD acknowledges past what was listed.
 See also: docs/xshadow.md (the protocol), storage/repository.py (_settle).
 """
@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.model import HeldShadow, RecipientState, Settled, ShadowRecord
+from storage.model import HeldShadow, RecipientState, Settled
 from storage.schema import (
     delivered_origins,
     early_discards,
@@ -33,6 +33,7 @@ from storage.schema import (
     upstreams,
 )
 from storage.settle import settle
+from storage.sql import driver
 from storage.writer import Writer
 
 
@@ -50,61 +51,11 @@ class Discarded:
     recipients: tuple[str, ...]
 
 
-# ---- helpers run inside other transactions -------------------------------------------------
-
-
-def create_shadow(conn: Connection, recipient_id: int, record: ShadowRecord, now: float) -> int:
-    """Insert the shadow for a hand-off; returns its id."""
-    message = select(recipients.c.message).where(recipients.c.id == recipient_id)
-    result = conn.execute(
-        insert(shadows).values(
-            message=message.scalar_subquery(),
-            peer_address=record.peer_address,
-            peer_name=record.peer_name,
-            peer_incarnation=record.peer_incarnation,
-            peer_queue_id=record.peer_queue_id,
-            created_at=now,
-        )
-    )
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
 def _drop_shadow(conn: Connection, shadow_id: int, state: RecipientState) -> None:
     conn.execute(
         update(recipients).where(recipients.c.shadow == shadow_id).values(state=state, shadow=None)
     )
     conn.execute(delete(shadows).where(shadows.c.id == shadow_id))
-
-
-def claim_early_discard(conn: Connection, record: ShadowRecord, shadow_id: int) -> bool:
-    """Apply a discard notice that arrived before this shadow was committed."""
-    found = conn.execute(
-        delete(early_discards).where(
-            early_discards.c.peer_incarnation == record.peer_incarnation,
-            early_discards.c.peer_queue_id == record.peer_queue_id,
-        )
-    ).rowcount
-    if found:
-        _drop_shadow(conn, shadow_id, RecipientState.DELIVERED)
-    return bool(found)
-
-
-def remember_origin(conn: Connection, recipient_id: int, now: float) -> None:
-    """Note that this recipient's copy of this origin key reached its final hop."""
-    row = conn.execute(
-        select(messages.c.origin, recipients.c.address)
-        .join(messages, messages.c.id == recipients.c.message)
-        .where(recipients.c.id == recipient_id)
-    ).first()
-    if row is None or not row.origin:
-        return
-    conn.execute(
-        sqlite_insert(delivered_origins)
-        .values(origin=row.origin, recipient=row.address.lower(), delivered_at=now)
-        .on_conflict_do_nothing()
-    )
 
 
 # ---- the ledger's own operations -----------------------------------------------------------
@@ -298,7 +249,7 @@ class ShadowLedger:
                     update(messages).where(messages.c.id == row.id).values(upstream_notified=1)
                 )
                 dropped.append(Discarded(row.queue_id, row.queue_id, row.sender, pending))
-            return dropped, settle(conn, [r.id for r in rows], now)
+            return dropped, settle(driver(conn), [r.id for r in rows], now)
 
         return await self._writer.submit("xqtaken", apply)
 
@@ -332,7 +283,7 @@ class ShadowLedger:
                 _drop_shadow(conn, row.id, RecipientState.DELIVERED)
                 queue_id, sender = info[row.message]
                 discarded.append(Discarded(queue_id, row.peer_queue_id, sender, addresses))
-            return discarded, settle(conn, [r.message for r in found], now)
+            return discarded, settle(driver(conn), [r.message for r in found], now)
 
         return await self._writer.submit("discard", apply)
 
@@ -434,7 +385,7 @@ class ShadowLedger:
                         addresses,
                     )
                 )
-            settle(conn, [r.message for r in rows], now)
+            settle(driver(conn), [r.message for r in rows], now)
             conn.execute(delete(early_discards).where(early_discards.c.received_at < cutoff))
             stale = select(upstreams.c.name, upstreams.c.incarnation).where(
                 upstreams.c.last_asked_at < cutoff

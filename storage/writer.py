@@ -1,9 +1,11 @@
 """Group commit: one task owns the write connection and commits many callers' work at once.
 
-Owns: the write connection; batching queued write operations into one transaction (one fsync).
-Public: Writer (start(), submit(), stop()), WriteOp.
-Failures: an operation that raises is rolled back alone (a savepoint per operation) and its
-caller gets the exception; a failed COMMIT fails every caller of that batch.
+Owns: the write connection; batching queued write operations into one transaction (one fsync);
+the durable counters, kept in memory during a batch and written once at its end.
+Public: Writer (start(), submit(), stop()), WriteOp, Bulk.
+Failures: an operation that raises is rolled back alone (a savepoint per operation, or per
+bulk group) and its caller gets the exception; a failed COMMIT fails every caller of that
+batch.
 Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the
 writer's own thread (one hop per batch, not per statement); keep them short. Batches
 hold at most `max_batch` operations.
@@ -21,14 +23,21 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 
-from storage.schema import stats
+from storage.sql import driver
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# A bulk function runs many operations' payloads at once and returns one result per payload.
+Bulk = Callable[[Connection, list[Any]], list[Any]]
+
+_BUMP = (
+    "INSERT INTO stats (name, value) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
 
 
 @dataclass(slots=True)
@@ -36,26 +45,17 @@ class WriteOp(Generic[T]):
     """A unit of work for the writer: `apply` runs inside the batch transaction.
 
     Operations with the same `bulk` function run together as one call over all their
-    payloads (one INSERT ... VALUES for a whole batch of intakes, say); if that call fails,
-    each falls back to its own `apply` in its own savepoint.
+    payloads (one statement per table for a whole batch of intakes or outcomes); if that
+    call fails, each falls back to its own `apply` in its own savepoint.
     """
 
     label: str
     apply: Callable[[Connection], T]
-    bulk: Callable[[Connection, list[Any]], None] | None = None
+    bulk: Bulk | None = None
     payload: Any = None
     future: asyncio.Future[T] = field(init=False)
     result: Any = None
     error: BaseException | None = None
-
-
-def _bump(conn: Connection, name: str, amount: int) -> None:
-    stmt = insert(stats).values(name=name, value=amount)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[stats.c.name], set_={"value": stats.c.value + amount}
-        )
-    )
 
 
 def _apply_one(conn: Connection, op: WriteOp[Any], labels: Counter[str]) -> None:
@@ -68,25 +68,24 @@ def _apply_one(conn: Connection, op: WriteOp[Any], labels: Counter[str]) -> None
 
 
 def _apply_bulk(
-    conn: Connection,
-    bulk: Callable[[Connection, list[Any]], None],
-    ops: list[WriteOp[Any]],
-    labels: Counter[str],
+    conn: Connection, bulk: Bulk, ops: list[WriteOp[Any]], labels: Counter[str]
 ) -> None:
     try:
         with conn.begin_nested():
-            bulk(conn, [op.payload for op in ops])
+            results = bulk(conn, [op.payload for op in ops])
     except Exception:  # find the one that failed: each on its own
+        log.warning("a bulk write of %d operations failed; retrying one by one", len(ops))
         for op in ops:
             _apply_one(conn, op, labels)
         return
-    for op in ops:
+    for op, result in zip(ops, results, strict=True):
+        op.result = result
         labels[op.label] += 1
 
 
 def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
     labels: Counter[str] = Counter()
-    bulks: dict[Callable[[Connection, list[Any]], None], list[WriteOp[Any]]] = {}
+    bulks: dict[Bulk, list[WriteOp[Any]]] = {}
     with conn.begin():
         for op in batch:
             if op.bulk is not None:
@@ -95,10 +94,10 @@ def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
                 _apply_one(conn, op, labels)
         for bulk, ops in bulks.items():
             _apply_bulk(conn, bulk, ops, labels)
-        for label, count in labels.items():
-            # commits:<label> counts transactions that held such work, ops:<label> the work.
-            _bump(conn, f"commits:{label}", 1)
-            _bump(conn, f"ops:{label}", count)
+        # commits:<label> counts transactions that held such work, ops:<label> the work.
+        bumps = [(f"commits:{label}", 1) for label in labels]
+        bumps += [(f"ops:{label}", count) for label, count in labels.items()]
+        driver(conn).executemany(_BUMP, bumps)
 
 
 class Writer:
@@ -122,7 +121,7 @@ class Writer:
         label: str,
         apply: Callable[[Connection], T],
         *,
-        bulk: Callable[[Connection, list[Any]], None] | None = None,
+        bulk: Bulk | None = None,
         payload: Any = None,
     ) -> T:
         """Run `apply` in the next batch; return once the batch holding it is committed."""

@@ -33,15 +33,14 @@ def decide_outcome(
 ) -> Decision:
     """The recipient's new state after this result; `delay_due` marks a delay warning sent."""
     recipient = result.recipient
-    rid = recipient.recipient_id
     if result.duplicate:
-        outcome = RecipientOutcome(rid, RecipientState.DELIVERED, hop.key, result.reply)
+        outcome = RecipientOutcome(recipient, RecipientState.DELIVERED, hop.key, result.reply)
         return Decision(outcome, TrackingEvent.DUPLICATE)
     if result.delivered:
         event = TrackingEvent.DELIVER if hop.kind is HopKind.LOCAL else TrackingEvent.SEND
         state = RecipientState.SHADOWED if result.shadow else RecipientState.DELIVERED
         outcome = RecipientOutcome(
-            rid, state, hop.key, result.reply, shadow=result.shadow, final=result.final
+            recipient, state, hop.key, result.reply, shadow=result.shadow, final=result.final
         )
         return Decision(outcome, event)
     if result.transient:
@@ -50,12 +49,12 @@ def decide_outcome(
         )
         if when != EXPIRED:
             outcome = RecipientOutcome(
-                rid, RecipientState.PENDING, hop.key, result.reply, float(when), delay_due
+                recipient, RecipientState.PENDING, hop.key, result.reply, float(when), delay_due
             )
             return Decision(outcome, TrackingEvent.DEFER)
         reply = f"{result.reply} (expired: message too old to retry)"
         return Decision(
-            RecipientOutcome(rid, RecipientState.FAILED, hop.key, reply), TrackingEvent.FAIL
+            RecipientOutcome(recipient, RecipientState.FAILED, hop.key, reply), TrackingEvent.FAIL
         )
-    failed = RecipientOutcome(rid, RecipientState.FAILED, hop.key, result.reply)
+    failed = RecipientOutcome(recipient, RecipientState.FAILED, hop.key, result.reply)
     return Decision(failed, TrackingEvent.FAIL)

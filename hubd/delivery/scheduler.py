@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
 from hubd.delivery.notices import Notifier
@@ -24,9 +25,22 @@ from hubd.routing import HopKind, NextHop, Router
 from hubd.shadow.client import record_discard
 from hubd.shadow.delayed_ack import Departures
 from hubd.tracking import Tracker, TrackingEvent
-from storage import ClaimedRecipient, Repository, ShadowLedger
+from storage import Claim, ClaimedRecipient, Repository
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One message's recipients for one next hop, as dispatched from a claim."""
+
+    hop: NextHop
+    recipients: list[ClaimedRecipient]
+    body: bytes | None  # None: too big to come with the claim, read it apart
+    busy: bool = False  # another copy of the same origin key is in delivery: wait
+    duplicates: frozenset[str] = frozenset()  # lower-cased addresses already delivered
+    reserved: frozenset[tuple[str, str]] = frozenset()
+
 
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
 
@@ -46,7 +60,6 @@ class Scheduler:
         clock: Callable[[], float],
         owner: str,
         concurrency_per_hop: int,
-        ledger: ShadowLedger | None = None,
         departures: Departures | None = None,
         max_in_flight: int = 512,
         claim_batch: int = 256,
@@ -56,10 +69,11 @@ class Scheduler:
         self._couriers = couriers
         self._policy = policy
         self._notifier = notifier
-        self._ledger = ledger
         self._departures = departures
-        # (origin key, recipient) pairs being delivered now, so two copies never race.
+        # (origin key, recipient) pairs being delivered now, so two copies never race, and
+        # those whose final delivery committed since the last claim was dispatched.
         self._final_keys: set[tuple[str, str]] = set()
+        self._just_finalized: set[tuple[str, str]] = set()
         self._tracker = tracker
         self._clock = clock
         self._owner = owner
@@ -98,82 +112,101 @@ class Scheduler:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                claimed = await self._claim()
+                claim = await self._claim()
             except Exception:
                 log.exception("claiming due work failed")
-                claimed = []
-            if claimed:
-                self._dispatch(claimed)
-                continue
-            await self._sleep()
+                claim = Claim()
+            if claim.recipients:
+                self._dispatch(claim)
+                if claim.next_due is None:
+                    continue  # the claim filled up: more may be due now
+            await self._sleep(claim.next_due)
 
-    async def _claim(self) -> list[ClaimedRecipient]:
+    async def _claim(self) -> Claim:
         room = min(self._max_in_flight - self._in_flight, self._claim_batch)
         if room <= 0:
-            return []
+            return Claim()
         return await self._repository.claim_due(self._clock(), room, self._owner)
 
-    async def _sleep(self) -> None:
-        # Clear first: a wake-up that arrives while next_due() runs must not be lost.
-        self._wake.clear()
-        if self._stopping:
-            # stop() may have set the event while a claim was running; clearing it lost that
-            # wake-up, and shutdown then waited a whole IDLE_POLL_SECONDS.
-            return
+    async def _sleep(self, due: float | None) -> None:
+        # The event is cleared only after waking: a commit that woke us while the claim ran
+        # is then seen by the next claim, which starts after it.
         timeout = IDLE_POLL_SECONDS
-        if self._in_flight < self._max_in_flight:
-            due = await self._repository.next_due()
-            if due is not None:
-                timeout = min(max(due - self._clock(), 0.0), IDLE_POLL_SECONDS)
-        try:
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        if due is not None:
+            timeout = min(max(due - self._clock(), 0.0), IDLE_POLL_SECONDS)
+        if not self._stopping:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        self._wake.clear()
 
-    def _dispatch(self, claimed: list[ClaimedRecipient]) -> None:
+    def _dispatch(self, claim: Claim) -> None:
         groups: dict[tuple[int, NextHop], list[ClaimedRecipient]] = defaultdict(list)
-        for recipient in claimed:
+        for recipient in claim.recipients:
             hop = self._router.next_hop(recipient.address.rpartition("@")[2])
             groups[(recipient.message, hop)].append(recipient)
-        for (_, hop), recipients in groups.items():
+        for (message, hop), recipients in groups.items():
+            job = self._reserve(hop, recipients, claim.bodies.get(message), claim.delivered)
             self._in_flight += len(recipients)
-            task = asyncio.create_task(self._run_job(hop, recipients), name=f"deliver-{hop.key}")
+            task = asyncio.create_task(self._run_job(job), name=f"deliver-{hop.key}")
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
+        # Every claim from now on reads the outcomes behind these keys itself.
+        self._just_finalized.clear()
 
-    async def _run_job(self, hop: NextHop, recipients: list[ClaimedRecipient]) -> None:
-        # (origin key, recipient) pairs this job reserved: held until its outcome is committed,
-        # so that another copy's duplicate check sees that outcome.
-        reserved: set[tuple[str, str]] = set()
-        try:
-            slots = self._hop_slots.setdefault(hop.key, asyncio.Semaphore(self._concurrency))
-            async with slots:
-                body = await self._repository.load_body(recipients[0].message)
-                results = await self._attempt(hop, recipients, body, reserved)
-            await self._record(hop, recipients[0], body or b"", results)
-        except Exception:
-            log.exception("delivery job for %s failed", recipients[0].queue_id)
-        finally:
-            self._final_keys -= reserved
-            self._in_flight -= len(recipients)
-            self._wake.set()
-
-    async def _attempt(
+    def _reserve(
         self,
         hop: NextHop,
         recipients: list[ClaimedRecipient],
         body: bytes | None,
-        reserved: set[tuple[str, str]],
-    ) -> list[RecipientResult]:
+        delivered: frozenset[tuple[str, str]],
+    ) -> _Job:
+        """Decide, before any await, which recipients are duplicates or must wait.
+
+        The claim read the final-hop duplicate check in its own transaction; a copy whose
+        outcome committed after that read is either still reserved here (so this one
+        waits) or in `_just_finalized` (so this one is a duplicate).
+        """
+        origin = recipients[0].origin
+        keys = {(origin, r.address.lower()) for r in recipients}
+        if keys & self._final_keys:
+            return _Job(hop, recipients, body, busy=True)
+        self._final_keys |= keys
+        seen = {address for _, address in keys & (delivered | self._just_finalized)}
+        return _Job(hop, recipients, body, duplicates=frozenset(seen), reserved=frozenset(keys))
+
+    async def _run_job(self, job: _Job) -> None:
+        final: set[tuple[str, str]] = set()
+        try:
+            slots = self._hop_slots.setdefault(job.hop.key, asyncio.Semaphore(self._concurrency))
+            async with slots:
+                body = job.body
+                if body is None:
+                    body = await self._repository.load_body(job.recipients[0].message)
+                results = await self._attempt(job, body)
+            final = await self._record(job.hop, job.recipients[0], body or b"", results)
+        except Exception:
+            log.exception("delivery job for %s failed", job.recipients[0].queue_id)
+        finally:
+            # Held until the outcome is committed, so that another copy's check sees it.
+            self._final_keys -= job.reserved
+            self._just_finalized |= final
+            self._in_flight -= len(job.recipients)
+            self._wake.set()
+
+    async def _attempt(self, job: _Job, body: bytes | None) -> list[RecipientResult]:
+        hop = job.hop
         down = self._hop_down.get(hop.key)
         if down is not None and down[0] > self._clock():
             # The queue waits: no new connection attempts while the next hop is known down.
             _, code, text = down
             return [
-                RecipientResult(r, code, f"{text} (next hop down; not tried)") for r in recipients
+                RecipientResult(r, code, f"{text} (next hop down; not tried)")
+                for r in job.recipients
             ]
-        results = await self._try(hop, recipients, body, reserved)
+        results = await self._try(job, body)
         if results and all(r.hop_down for r in results):
             self._hop_down[hop.key] = (
                 self._clock() + self._policy.intervals[0],
@@ -184,13 +217,8 @@ class Scheduler:
             self._hop_down.pop(hop.key, None)
         return results
 
-    async def _try(
-        self,
-        hop: NextHop,
-        recipients: list[ClaimedRecipient],
-        body: bytes | None,
-        reserved: set[tuple[str, str]],
-    ) -> list[RecipientResult]:
+    async def _try(self, job: _Job, body: bytes | None) -> list[RecipientResult]:
+        hop, recipients = job.hop, job.recipients
         first = recipients[0]
         courier = self._couriers.get(hop.kind)
         if courier is None:
@@ -198,26 +226,20 @@ class Scheduler:
             return [RecipientResult(r, 451, text) for r in recipients]
         if body is None:
             return [RecipientResult(r, 451, "4.3.0 Message body missing") for r in recipients]
-        keys = {(first.origin, r.address.lower()) for r in recipients}
-        if keys & self._final_keys:
+        if job.busy:
             # Another copy of this origin key is in delivery, or its outcome is not committed
-            # yet: wait for it, so that the duplicate check below sees that outcome.
+            # yet: wait for it, so that the duplicate check sees that outcome.
             text = "4.3.0 Another copy of this message is in delivery"
             return [RecipientResult(r, 451, text) for r in recipients]
-        # Reserve before reading what was delivered: a copy whose outcome commits between the
-        # read and the reservation would otherwise be delivered twice.
-        self._final_keys |= keys
-        reserved |= keys
-        duplicates = await self._duplicates(first.origin, recipients)
-        to_send = [r for r in recipients if r.address.lower() not in duplicates]
+        to_send = [r for r in recipients if r.address.lower() not in job.duplicates]
         results = [
             RecipientResult(r, 250, f"2.0.0 Duplicate of {first.origin} dropped", duplicate=True)
             for r in recipients
-            if r.address.lower() in duplicates
+            if r.address.lower() in job.duplicates
         ]
         if not to_send:
             return results
-        job = DeliveryJob(
+        delivery = DeliveryJob(
             hop,
             first.queue_id,
             first.sender,
@@ -228,20 +250,17 @@ class Scheduler:
             first.origin,
         )
         try:
-            return results + await courier.deliver(job)
+            return results + await courier.deliver(delivery)
         except Exception as error:
             log.exception("courier %s failed on %s", hop.key, first.queue_id)
             text = f"4.3.0 Local delivery error: {error}"
             return results + [RecipientResult(r, 451, text) for r in to_send]
 
-    async def _duplicates(self, origin: str, recipients: list[ClaimedRecipient]) -> set[str]:
-        if self._ledger is None or not origin:
-            return set()
-        return await self._ledger.seen_origins(origin, [r.address for r in recipients])
-
     async def _record(
         self, hop: NextHop, first: ClaimedRecipient, body: bytes, results: list[RecipientResult]
-    ) -> None:
+    ) -> set[tuple[str, str]]:
+        """Commit the results (and the DSNs they cause), log them; returns the origin keys
+        that reached their final hop."""
         now = self._clock()
         decisions = [
             decide_outcome(
@@ -309,3 +328,8 @@ class Scheduler:
             )
         if notices:
             self.wake()
+        return {
+            (first.origin, d.outcome.recipient.address.lower())
+            for d in decisions
+            if d.outcome.final
+        }

@@ -37,6 +37,7 @@ def _job(queue_id: str, received_at: float, origin: str, *addresses: str) -> Del
             notify="",
             orcpt="",
             delay_notified=False,
+            lease_owner="run-1",
         )
         for n, address in enumerate(addresses)
     ]

@@ -6,21 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-from sqlalchemy.dialects import sqlite
-
-from storage import NewMessage, NewRecipient, Repository, Writer, open_database
-from storage.repository import due_query
-
-
-@pytest.fixture
-async def repository(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = await open_database(tmp_path / "queue.db")
-    writer = Writer(database.write_engine)
-    writer.start()
-    yield Repository(database, writer)
-    await writer.stop()
-    await database.close()
+from storage import NewMessage, NewRecipient, Repository
+from storage.claim import DUE_SQL, LEASE_SQL
 
 
 class TestDueQuery:
@@ -40,15 +27,13 @@ class TestDueQuery:
                     "c",
                 )
             )
-        query = due_query(now + 100, 50).compile(
-            dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
-        )
         conn = sqlite3.connect(tmp_path / "queue.db")
         conn.execute("ANALYZE")
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
+        for query, args in [(DUE_SQL, (now + 100, 50)), (LEASE_SQL, ("run-1", now + 100, 50))]:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", args)]
+            assert any("USING INDEX ix_recipients_due" in step for step in plan), plan
+            assert not any(step.startswith("SCAN") for step in plan), plan
         conn.close()
-        assert any("USING INDEX ix_recipients_due" in step for step in plan), plan
-        assert not any(step.startswith("SCAN") for step in plan), plan
 
     async def test_claims_only_due_and_unleased(self, repository: Repository) -> None:
         """Claiming takes due recipients in due order and never the same one twice."""
@@ -67,6 +52,8 @@ class TestDueQuery:
                 )
             )
         first = await repository.claim_due(now, 10, "run-1")
-        assert [c.queue_id for c in first] == ["Q2", "Q1"]
-        assert await repository.claim_due(now, 10, "run-2") == []
-        assert await repository.claim_due(now + 60, 10, "run-2") != []
+        assert [c.queue_id for c in first.recipients] == ["Q2", "Q1"]
+        assert first.next_due == now + 30.0
+        assert {first.bodies[c.message] for c in first.recipients} == {b"x\r\n"}
+        assert (await repository.claim_due(now, 10, "run-2")).recipients == ()
+        assert (await repository.claim_due(now + 60, 10, "run-2")).recipients != ()
