@@ -1,6 +1,12 @@
 """The durable queue of a hubd node: SQLite through SQLAlchemy, with no SMTP in it."""
 
-from storage.database import Database, open_database, open_reader
+from storage.database import (
+    Database,
+    attach_database,
+    open_database,
+    open_reader,
+    prepare_queue,
+)
 from storage.model import (
     Claim,
     ClaimedRecipient,
@@ -37,6 +43,8 @@ __all__ = [
     "ShadowLedger",
     "ShadowRecord",
     "Writer",
+    "attach_database",
     "open_database",
     "open_reader",
+    "prepare_queue",
 ]

@@ -21,7 +21,7 @@ SMALL_BODY = 1 << 20
 # Matches the partial index ix_recipients_due (its WHERE must appear here word for word).
 _DUE = "state = 'PENDING' AND lease_owner IS NULL"
 DUE_SQL = (
-    f"SELECT id FROM recipients WHERE {_DUE} AND next_attempt_at <= ?"
+    f"SELECT id FROM recipients WHERE shard = ? AND {_DUE} AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at LIMIT ?"
 )
 LEASE_SQL = f"UPDATE recipients SET lease_owner = ? WHERE id IN ({DUE_SQL}) RETURNING id"
@@ -33,7 +33,7 @@ _DETAILS = (
 )
 _BODIES = f"SELECT message, data FROM bodies WHERE message {IN_IDS}"
 _DELIVERED = f"SELECT origin, recipient FROM delivered_origins WHERE origin {IN_IDS}"
-_NEXT_DUE = f"SELECT min(next_attempt_at) FROM recipients WHERE {_DUE}"
+_NEXT_DUE = f"SELECT min(next_attempt_at) FROM recipients WHERE shard = ? AND {_DUE}"
 
 
 def _claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
@@ -59,10 +59,10 @@ def _claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
     )
 
 
-def claim_due(db: sqlite3.Connection, now: float, limit: int, owner: str) -> Claim:
-    """Lease up to `limit` recipients due at `now` to `owner`, oldest due first."""
-    ids = [pk for (pk,) in db.execute(LEASE_SQL, (owner, now, limit))]
-    next_due = None if len(ids) == limit else db.execute(_NEXT_DUE).fetchone()[0]
+def claim_due(db: sqlite3.Connection, now: float, limit: int, owner: str, shard: int = 0) -> Claim:
+    """Lease up to `limit` recipients of `shard` due at `now` to `owner`, oldest due first."""
+    ids = [pk for (pk,) in db.execute(LEASE_SQL, (owner, shard, now, limit))]
+    next_due = None if len(ids) == limit else db.execute(_NEXT_DUE, (shard,)).fetchone()[0]
     if not ids:
         return Claim(next_due=next_due)
     recipients = tuple(_claimed(row, owner) for row in db.execute(_DETAILS, (ids_param(ids),)))

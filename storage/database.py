@@ -2,9 +2,11 @@
 
 Owns: the SQLite file of one node (WAL, synchronous=FULL, BEGIN IMMEDIATE for writes), its
 incarnation id, and moving a corrupt file aside.
-Public: open_database(), open_reader(), Database.
+Public: prepare_queue(), open_database(), attach_database(), open_reader(), Database.
 Failures: SchemaTooNew when the file was written by a newer hubd; a file that fails
-`PRAGMA quick_check` is renamed to queue.db.corrupt-<time> and a new queue is created.
+`PRAGMA quick_check`, or that SQLite calls corrupt or not a database (never merely locked),
+is renamed to queue.db.corrupt-<time> and a new queue is created. An older schema is
+migrated in place (storage/migrate.py), keeping the incarnation.
 Limits: several processes may open the same file (SQLite locking); one writer at a time.
 See also: storage/writer.py (the only user of the write engine), LIBNOTES.md section 5.
 """
@@ -27,12 +29,19 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.errors import QueueCorrupt, SchemaTooNew, StorageError
+from storage.migrate import stamp_new, upgrade
 from storage.schema import SCHEMA_VERSION, meta, metadata
+from storage.shards import reshard
+from storage.sql import driver
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
-PAGE_SIZE = 8192  # bodies of tens of KB read faster in-database with 8 KiB pages (LIBNOTES 5)
+PAGE_SIZE = 8192
+# Only these say the file itself is damaged (and may be moved aside).
+_CORRUPT = frozenset(
+    {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+)  # bodies of tens of KB read faster in-database with 8 KiB pages (LIBNOTES 5)
 
 
 @dataclass(slots=True)
@@ -85,9 +94,9 @@ def _read_engine(path: Path) -> AsyncEngine:
     return engine
 
 
-def _prepare_file(path: Path, engine: Engine, make_incarnation: Callable[[], str]) -> str:
+def _prepare_file(engine: Engine, make_incarnation: Callable[[], str], shards: int) -> str:
     with engine.connect() as conn:
-        return _prepare(conn, make_incarnation)
+        return _prepare(conn, make_incarnation, shards)
 
 
 def _create_file(path: Path) -> None:
@@ -100,10 +109,13 @@ def _create_file(path: Path) -> None:
 
 def _check_integrity(path: Path) -> None:
     try:
-        with sqlite3.connect(path) as conn:
+        with sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000) as conn:
             result = conn.execute("PRAGMA quick_check").fetchone()
         conn.close()
     except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorcode", None) not in _CORRUPT:
+            # "database is locked" and the like: never a reason to move the file aside.
+            raise StorageError(f"{path}: {error}") from None
         raise QueueCorrupt(f"{path}: {error}") from None
     if result is None or result[0] != "ok":
         raise QueueCorrupt(f"{path}: quick_check says {result!r}")
@@ -120,38 +132,51 @@ def _quarantine(path: Path, now: float) -> Path:
     return target
 
 
-def _prepare(conn: Connection, make_incarnation: Callable[[], str]) -> str:
-    """Create the schema on a new file, or check the version of an existing one."""
+def _prepare(conn: Connection, make_incarnation: Callable[[], str], shards: int) -> str:
+    """Create the schema on a new file, or check and migrate an existing one."""
     with conn.begin():
-        has_meta = conn.exec_driver_sql(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).first()
-        if has_meta is None:
-            metadata.create_all(conn)
-            incarnation = make_incarnation()
-            conn.execute(
-                meta.insert(),
-                [
-                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                    {"key": "incarnation", "value": incarnation},
-                ],
-            )
-            return incarnation
-        rows = dict(conn.execute(select(meta.c.key, meta.c.value)).all())
-        version = int(rows.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"queue database schema version {version} is newer than this hubd supports "
-                f"({SCHEMA_VERSION}); upgrade hubd, or point node.data_dir at another directory"
-            )
-        if version < SCHEMA_VERSION:
-            raise SchemaTooNew(f"queue database schema version {version} has no migration path")
-        return str(rows["incarnation"])
+        incarnation = _create_or_migrate(conn, make_incarnation)
+        reshard(driver(conn), shards)
+        return incarnation
 
 
-def _open_file(
-    path: Path, now: Callable[[], float], make_incarnation: Callable[[], str]
-) -> tuple[Engine, str]:
+def _create_or_migrate(conn: Connection, make_incarnation: Callable[[], str]) -> str:
+    has_meta = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).first()
+    if has_meta is None:
+        metadata.create_all(conn)
+        incarnation = make_incarnation()
+        conn.execute(
+            meta.insert(),
+            [
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "incarnation", "value": incarnation},
+            ],
+        )
+        stamp_new(conn)
+        return incarnation
+    rows = dict(conn.execute(select(meta.c.key, meta.c.value)).all())
+    version = int(rows.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"queue database schema version {version} is newer than this hubd supports "
+            f"({SCHEMA_VERSION}); upgrade hubd, or point node.data_dir at another directory"
+        )
+    if upgrade(conn):
+        log.warning("queue database upgraded from schema version %d", version)
+    return str(rows["incarnation"])
+
+
+def prepare_queue(
+    path: Path,
+    *,
+    shards: int = 1,
+    now: Callable[[], float] = time.time,
+    make_incarnation: Callable[[], str] = lambda: secrets.token_hex(8),
+) -> str:
+    """Check, create or migrate the queue file at `path` for `shards` delivery processes;
+    returns its incarnation. Only the one owner of the file's lifecycle calls this."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         try:
@@ -161,26 +186,38 @@ def _open_file(
             log.error("queue database failed its integrity check (%s); moved to %s", error, moved)
     if not path.exists():
         _create_file(path)
-    write_engine = _write_engine(path)
+    engine = _write_engine(path)
     try:
-        incarnation = _prepare_file(path, write_engine, make_incarnation)
+        return _prepare_file(engine, make_incarnation, shards)
     except DatabaseError as error:
-        raise QueueCorrupt(f"{path}: {error}") from error
+        code = getattr(error.orig, "sqlite_errorcode", None)
+        kind = QueueCorrupt if code in _CORRUPT else StorageError
+        raise kind(f"{path}: {error.orig}") from error
     finally:
-        # The writer opens its own connection in its own thread.
-        write_engine.dispose()
-    return write_engine, incarnation
+        engine.dispose()
 
 
-async def open_database(
-    path: Path,
-    *,
-    now: Callable[[], float] = time.time,
-    make_incarnation: Callable[[], str] = lambda: secrets.token_hex(8),
-) -> Database:
-    """Open (or create) the queue database at `path`, moving a corrupt file aside first."""
-    write_engine, incarnation = await asyncio.to_thread(_open_file, path, now, make_incarnation)
-    return Database(path, write_engine, _read_engine(path), incarnation)
+def _incarnation(path: Path) -> str:
+    if not path.exists():
+        raise StorageError(f"{path}: no queue database here")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
+    conn.close()
+    if row is None:
+        raise StorageError(f"{path}: not a prepared hubd queue")
+    return str(row[0])
+
+
+async def open_database(path: Path, **prepare: Any) -> Database:
+    """Prepare the queue database at `path` (see prepare_queue) and open it."""
+    await asyncio.to_thread(lambda: prepare_queue(path, **prepare))
+    return await attach_database(path)
+
+
+async def attach_database(path: Path) -> Database:
+    """Open a queue file its owner already prepared (a node's child process does this)."""
+    incarnation = await asyncio.to_thread(_incarnation, path)
+    return Database(path, _write_engine(path), _read_engine(path), incarnation)
 
 
 def open_reader(path: Path) -> AsyncEngine:

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from storage.model import NewMessage, RecipientState
+from storage.shards import shard_of
 
 _MESSAGE = (
     "INSERT INTO messages (id, queue_id, sender, received_at, size, message_id, origin,"
@@ -21,12 +22,12 @@ _MESSAGE = (
 )
 _BODY = "INSERT INTO bodies (message, data) VALUES (?, ?)"
 _RECIPIENT = (
-    "INSERT INTO recipients (message, address, state, next_hop, next_attempt_at, notify, orcpt)"
-    " VALUES (?,?,?,?,?,?,?)"
+    "INSERT INTO recipients (message, address, state, next_hop, shard, next_attempt_at,"
+    " notify, orcpt) VALUES (?,?,?,?,?,?,?,?)"
 )
 
 
-def insert_messages(db: sqlite3.Connection, batch: Sequence[NewMessage]) -> list[int]:
+def insert_messages(db: sqlite3.Connection, batch: Sequence[NewMessage], shards: int) -> list[int]:
     """Insert messages with their bodies and recipients; returns their row ids."""
     (last,) = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
     ids = list(range(last + 1, last + 1 + len(batch)))
@@ -54,7 +55,16 @@ def insert_messages(db: sqlite3.Connection, batch: Sequence[NewMessage]) -> list
     db.executemany(
         _RECIPIENT,
         [
-            (pk, r.address, RecipientState.PENDING, r.next_hop, m.received_at, r.notify, r.orcpt)
+            (
+                pk,
+                r.address,
+                RecipientState.PENDING.value,
+                r.next_hop,
+                shard_of(r.next_hop, shards),
+                m.received_at,
+                r.notify,
+                r.orcpt,
+            )
             for pk, m in zip(ids, batch, strict=True)
             for r in m.recipients
         ],

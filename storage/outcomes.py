@@ -19,12 +19,14 @@ from dataclasses import dataclass, replace
 from storage.enqueue import insert_messages
 from storage.model import NewMessage, RecipientOutcome, RecipientState, Settled, ShadowRecord
 from storage.settle import settle
+from storage.shards import shard_of
 from storage.sql import IN_IDS, ids_param
 
 log = logging.getLogger(__name__)
 
 _UPDATE = (
-    "UPDATE recipients SET state = ?, next_hop = ?, last_error = ?, attempts = attempts + 1,"
+    "UPDATE recipients SET state = ?, next_hop = ?, shard = ?, last_error = ?,"
+    " attempts = attempts + 1,"
     " lease_owner = NULL, delay_notified = max(delay_notified, ?),"
     " next_attempt_at = coalesce(?, next_attempt_at), shadow = coalesce(?, shadow)"
     " WHERE id = ? AND lease_owner = ?"
@@ -97,11 +99,14 @@ def _early_discards(
     return tuple(found)
 
 
-def _update_row(outcome: RecipientOutcome, shadow_id: int | None) -> tuple[object, ...]:
+def _update_row(
+    outcome: RecipientOutcome, shadow_id: int | None, shards: int
+) -> tuple[object, ...]:
     recipient = outcome.recipient
     return (
         outcome.state.value,
         outcome.next_hop,
+        shard_of(outcome.next_hop, shards),
         outcome.reply,
         int(outcome.delay_notified),
         outcome.next_attempt_at,
@@ -111,16 +116,18 @@ def _update_row(outcome: RecipientOutcome, shadow_id: int | None) -> tuple[objec
     )
 
 
-def record_outcomes(db: sqlite3.Connection, jobs: list[OutcomeBatch]) -> list[Settled]:
+def record_outcomes(db: sqlite3.Connection, jobs: list[OutcomeBatch], shards: int) -> list[Settled]:
     """Apply every job's outcomes, then settle the messages they touched; one Settled each."""
     dsns = [dsn for job in jobs for dsn in job.dsns]
     if dsns:
-        insert_messages(db, dsns)
+        insert_messages(db, dsns, shards)
     rows = []
     shadows = []
     for job in jobs:
         shadow_ids = _create_shadows(db, job)
-        rows += [_update_row(o, shadow_ids[o.shadow] if o.shadow else None) for o in job.outcomes]
+        rows += [
+            _update_row(o, shadow_ids[o.shadow] if o.shadow else None, shards) for o in job.outcomes
+        ]
         shadows.append(shadow_ids)
     cursor = db.executemany(_UPDATE, rows)
     if cursor.rowcount != len(rows):

@@ -28,15 +28,6 @@ from storage.sql import driver
 from storage.writer import Writer
 
 
-def _enqueue_many(conn: Connection, batch: list[NewMessage]) -> list[None]:
-    insert_messages(driver(conn), batch)
-    return [None] * len(batch)
-
-
-def _record_many(conn: Connection, jobs: list[OutcomeBatch]) -> list[Settled]:
-    return record_outcomes(driver(conn), jobs)
-
-
 def _release(conn: Connection, keep_owner: str | None) -> int:
     stmt = update(recipients).where(recipients.c.lease_owner.is_not(None))
     if keep_owner is not None:
@@ -108,25 +99,33 @@ def _remove(conn: Connection, queue_id: str) -> bool:
 class Repository(QueueReader):
     """Domain verbs over one node's queue database: reads, and writes through the writer."""
 
-    def __init__(self, database: Database, writer: Writer) -> None:
+    def __init__(self, database: Database, writer: Writer, *, shards: int = 1) -> None:
         super().__init__(database.read_engine)
         self.database = database
         self._writer = writer
+        self._shards = shards
+
+    def _enqueue_many(self, conn: Connection, batch: list[NewMessage]) -> list[None]:
+        insert_messages(driver(conn), batch, self._shards)
+        return [None] * len(batch)
+
+    def _record_many(self, conn: Connection, jobs: list[OutcomeBatch]) -> list[Settled]:
+        return record_outcomes(driver(conn), jobs, self._shards)
 
     async def enqueue(self, message: NewMessage) -> None:
         """Commit a received message; return only once it is durable."""
         await self._writer.submit(
             "enqueue",
-            lambda conn: _enqueue_many(conn, [message])[0],
-            bulk=_enqueue_many,
+            lambda conn: self._enqueue_many(conn, [message])[0],
+            bulk=self._enqueue_many,
             payload=message,
         )
 
-    async def claim_due(self, now: float, limit: int, owner: str) -> Claim:
-        """Lease up to `limit` due recipients to the delivery run `owner`, with their bodies
-        (when small), the duplicate check and the next due time."""
+    async def claim_due(self, now: float, limit: int, owner: str, shard: int = 0) -> Claim:
+        """Lease up to `limit` due recipients of `shard` to the delivery run `owner`, with
+        their bodies (when small), the duplicate check and the next due time."""
         return await self._writer.submit(
-            "claim", lambda conn: claim_due(driver(conn), now, limit, owner)
+            "claim", lambda conn: claim_due(driver(conn), now, limit, owner, shard)
         )
 
     async def record_outcomes(
@@ -138,7 +137,10 @@ class Repository(QueueReader):
         """Record attempt results, shadows and their DSNs; committed with other jobs' outcomes."""
         job = OutcomeBatch(outcomes, dsns, now)
         return await self._writer.submit(
-            "outcome", lambda conn: _record_many(conn, [job])[0], bulk=_record_many, payload=job
+            "outcome",
+            lambda conn: self._record_many(conn, [job])[0],
+            bulk=self._record_many,
+            payload=job,
         )
 
     async def release_leases(self, *, except_owner: str | None = None) -> int:

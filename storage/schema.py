@@ -21,7 +21,8 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 1
+# Bumped by each migration that an older hubd could not read (storage/migrations/).
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -69,6 +70,8 @@ bodies = Table(
     metadata,
     Column("message", Integer, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
     Column("data", LargeBinary, nullable=False),
+    # A body past smtp.spool_threshold: its file's name under <data_dir>/spool/ ("data" empty).
+    Column("spool", String, nullable=False, server_default=""),
 )
 
 recipients = Table(
@@ -90,6 +93,8 @@ recipients = Table(
     Column("delay_notified", Integer, nullable=False, server_default="0"),
     # The shadow this recipient is held under, while it is SHADOWED (handed to a peer).
     Column("shadow", Integer, ForeignKey("shadows.id", ondelete="SET NULL")),
+    # Which delivery process claims it (derived from next_hop; 0 with one of them).
+    Column("shard", Integer, nullable=False, server_default="0"),
 )
 
 # Upstream side (U): copies of messages handed to a shadow-aware peer, until it discards them.
@@ -170,9 +175,10 @@ delivered_origins = Table(
 Index("ix_delivered_origins_at", delivered_origins.c.delivered_at)
 
 Index("ix_recipients_message", recipients.c.message)
-# The scheduler's one query: due, pending, unclaimed recipients in due order.
+# The scheduler's one query: due, pending, unclaimed recipients of a shard in due order.
 Index(
     "ix_recipients_due",
+    recipients.c.shard,
     recipients.c.next_attempt_at,
     sqlite_where=text("state = 'PENDING' AND lease_owner IS NULL"),
 )

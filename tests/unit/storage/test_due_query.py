@@ -29,7 +29,10 @@ class TestDueQuery:
             )
         conn = sqlite3.connect(tmp_path / "queue.db")
         conn.execute("ANALYZE")
-        for query, args in [(DUE_SQL, (now + 100, 50)), (LEASE_SQL, ("run-1", now + 100, 50))]:
+        for query, args in [
+            (DUE_SQL, (0, now + 100, 50)),
+            (LEASE_SQL, ("run-1", 0, now + 100, 50)),
+        ]:
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", args)]
             assert any("USING INDEX ix_recipients_due" in step for step in plan), plan
             assert not any(step.startswith("SCAN") for step in plan), plan

@@ -1,0 +1,1 @@
+"""Alembic revisions of the queue schema (run by storage/migrate.py, never by hand)."""
