@@ -23,6 +23,7 @@ from hubd.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from hubd.cluster.layout import Layout
+    from hubd.datadir import DataDirLock
 
 app = typer.Typer(
     help="hubd: an SMTP hub transport that loses no mail.",
@@ -79,6 +80,7 @@ def serve(
             err=True,
         )
 
+    lock = _lock_data_dir(settings.node.data_dir)
     try:
         asyncio.run(Node(settings).run_until_signalled(ready))
     except StorageError as error:
@@ -89,6 +91,27 @@ def serve(
         if debug:
             raise
         raise _fail(f"cannot listen: {error}", 1) from None
+    finally:
+        lock.release()
+
+
+def _lock_data_dir(data_dir: Path) -> DataDirLock:
+    """Take the data directory before the queue is opened: one node per queue."""
+    from hubd.datadir import DataDirInUse, acquire_data_dir
+
+    def waiting(pid: int | None) -> None:
+        typer.echo(
+            f"hubd: {data_dir} is locked by what is left of pid {pid} (no longer running); "
+            "waiting for it to exit",
+            err=True,
+        )
+
+    try:
+        return acquire_data_dir(data_dir, on_wait=waiting)
+    except DataDirInUse as error:
+        raise _fail(str(error), 1) from None
+    except OSError as error:
+        raise _fail(f"data directory {data_dir}: {error}", 1) from None
 
 
 @app.command()

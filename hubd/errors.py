@@ -2,6 +2,7 @@
 
     HubdError
     ├── ConfigError            a configuration file is missing or invalid (exit code 2)
+    ├── DataDirInUse           another node holds the data directory (hubd/datadir.py)
     └── DeliveryError          one delivery attempt failed (transient or permanent)
     StorageError (storage/errors.py; storage imports nothing from hubd)
     ├── SchemaTooNew           written by a newer hubd; refuse to touch it
