@@ -50,13 +50,9 @@ def _load(path: Path) -> Config:
 
 
 def _logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiosmtpd logs every command at INFO; that is a debugging aid, not an operator's log.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if debug else logging.WARNING)
+    from hubd.logs import configure
+
+    configure(logging.DEBUG if debug else logging.INFO)
 
 
 @app.command()
@@ -65,12 +61,12 @@ def serve(
     debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
 ) -> None:
     """Run one node in the foreground; SIGTERM drains and exits 0."""
-    from hubd.node import Node
+    from hubd.supervisor import Running, run_node
 
     settings = _load(config)
     _logging(debug)
 
-    def ready(node: Node) -> None:
+    def ready(node: Running) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
         typer.echo(f"hubd: node {settings.node.name} accepting mail on {addresses}", err=True)
         domain = settings.local_domains[0] if settings.local_domains else "example.org"
@@ -82,7 +78,7 @@ def serve(
 
     lock = _lock_data_dir(settings.node.data_dir)
     try:
-        asyncio.run(Node(settings).run_until_signalled(ready))
+        status = asyncio.run(run_node(settings, config, lock.inheritable(), ready))
     except StorageError as error:
         if debug:
             raise
@@ -93,6 +89,8 @@ def serve(
         raise _fail(f"cannot listen: {error}", 1) from None
     finally:
         lock.release()
+    if status:
+        raise typer.Exit(status)
 
 
 def _lock_data_dir(data_dir: Path) -> DataDirLock:

@@ -143,6 +143,13 @@ class NodeConfig(_Section):
     )
     hostname: str = Field("localhost", description="EHLO and banner name.")
     data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
+    processes: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Processes of the node: 1 runs everything in one; more are split into"
+        " acceptor and delivery processes under a supervisor; 0 means one per usable core.",
+    )
 
 
 class SmtpConfig(_Section):

@@ -9,7 +9,7 @@ See also: hubd/smtp/handler.py (the caller), storage/repository.py (enqueue).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from hubd.routing import Router
 from hubd.smtp.handler import ReceivedMessage
@@ -28,7 +28,7 @@ class Intake:
         router: Router,
         tracker: Tracker,
         origin_prefix: str,
-        on_commit: Callable[[], None],
+        on_commit: Callable[[Iterable[str]], None],
     ) -> None:
         self._repository = repository
         self._router = router
@@ -73,4 +73,4 @@ class Intake:
             size=len(message.data),
             client=message.client_ip,
         )
-        self._on_commit()
+        self._on_commit(r.next_hop for r in recipients)

@@ -1,24 +1,30 @@
-"""One running hubd node: storage, intake, delivery and listeners, started and stopped in order.
+"""One hubd node, or one process of it: its parts built in one place and run under a TaskGroup.
 
-Owns: the order of start-up (open the queue, release leases of a dead run, start the writer,
-the scheduler, the shadow heartbeat, then the listeners) and of shutdown (stop accepting, let
-commits in flight answer, finish deliveries in flight, commit, close the database).
-Public: Node.
-Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken.
-See also: hubd/cli.py (`hubd serve`), DESIGN.md (the life of a message).
+Owns: what a process of the node is made of for its role (acceptor: listeners and intake;
+delivery: the scheduler of its shard; peers: heartbeats and resubmission), the order of
+start-up (queue, writer, delivery, heartbeats, then listeners) and of the drain (stop
+accepting, let commits in flight answer, finish deliveries in flight, commit, close).
+Public: Node, Role, ALL.
+Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken;
+a part that dies takes the whole node down with its exception (never silently).
+See also: hubd/supervisor.py (several processes), hubd/cli.py (`hubd serve`),
+DESIGN.md (the life of a message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import random
 import secrets
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -35,17 +41,40 @@ from hubd.shadow.client import ShadowClient
 from hubd.shadow.delayed_ack import Departures
 from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
+from hubd.signals import LocalSignals, Signals
 from hubd.smtp.handler import DelayedAck, InboundHandler, InboundLimits
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Listener, SessionRegistry, start_listener
 from hubd.smtp.xshadow import ShadowServer
 from hubd.tracking import Tracker, TrackingEvent
-from storage import Database, Repository, ShadowLedger, Writer, open_database
+from storage import (
+    Checkpointer,
+    Database,
+    Repository,
+    ShadowLedger,
+    Writer,
+    attach_database,
+    open_database,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _source_host(listen: list[HostPort]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Which of the node's jobs a process does."""
+
+    accept: bool = True  # listeners, intake, the XSHADOW verbs
+    shard: int | None = 0  # the delivery shard it claims, or None: no delivery
+    shards: int = 1  # how many delivery shards the node has
+    peers: bool = True  # heartbeats, resubmission, shadow expiry (one process per node)
+    owns_queue: bool = True  # prepares the file and recovers leases at start (one process)
+
+
+ALL = Role()
+
+
+def _source_host(listen: Sequence[HostPort]) -> str | None:
     # Bind outbound connections to the node's own address, so peers on loopback can tell
     # nodes apart; a wildcard listener leaves the choice to the kernel.
     if not listen:
@@ -57,106 +86,275 @@ def _source_host(listen: list[HostPort]) -> str | None:
     return None if address.is_unspecified else str(address)
 
 
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """What every process of a node has: the queue, its writer and the tracking log."""
+
+    database: Database
+    writer: Writer
+    repository: Repository
+    ledger: ShadowLedger
+    tracker: Tracker
+    me: Hello
+    router: Router
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """A delivery process's running parts, stopped in the drain."""
+
+    scheduler: Scheduler
+    heartbeat: Heartbeat | None  # only in the one process that watches peers
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that took the node down (a port taken, a part that died); the others
+    (usually the cancellations it caused) are logged."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(reversed(error.exceptions))
+        else:
+            leaves.append(error)
+    first = next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+    for other in leaves:
+        if other is not first and not isinstance(other, asyncio.CancelledError):
+            log.error("also failed: %r", other)
+    return first
+
+
 class Node:
-    """A hubd node inside the current event loop."""
+    """A hubd node, or one process of it, inside the current event loop."""
 
     def __init__(
         self,
         config: Config,
         *,
+        role: Role = ALL,
+        sockets: Sequence[socket.socket] = (),
+        signals: Signals | None = None,
+        owner: str | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self.role = role
+        self._sockets = sockets
+        self._local = LocalSignals() if signals is None else None
+        self._signals: Signals = signals if signals is not None else self._local  # type: ignore[assignment]
+        self._owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
         self._clock = clock
         self._rng = rng or random.Random()
-        self.listeners: list[Listener] = []
-        self.database: Database | None = None
-        self.repository: Repository | None = None
-        self._writer: Writer | None = None
-        self._scheduler: Scheduler | None = None
-        self._smtp: SmtpCourier | None = None
-        self._heartbeat: Heartbeat | None = None
-        self.ledger: ShadowLedger | None = None
-        self._tracker: Tracker | None = None
         self._registry = SessionRegistry(config.smtp.max_sessions)
-        self._stopped = False
+        self.listeners: list[Listener] = []
+        self._departures = Departures()
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._grace = 10.0
+        self._runner: asyncio.Task[None] | None = None
+        self._core: _Core | None = None
+        self._wake: Callable[[], None] = lambda: None
 
-    @property
-    def _origin_prefix(self) -> str:
-        assert self.database is not None
-        return f"{self.config.node.name}.{self.database.incarnation}"
+    # -- what tests and the supervisor look at ------------------------------------------
 
     @property
     def relay_addresses(self) -> list[HostPort]:
         """The addresses the relay listeners really bound (ports resolved when 0)."""
         return [listener.address for listener in self.listeners]
 
+    @property
+    def database(self) -> Database:
+        return self._started().database
+
+    @property
+    def repository(self) -> Repository:
+        return self._started().repository
+
+    @property
+    def ledger(self) -> ShadowLedger:
+        return self._started().ledger
+
+    def _started(self) -> _Core:
+        if self._core is None:
+            raise RuntimeError("the node has not started")
+        return self._core
+
+    # -- life ---------------------------------------------------------------------------
+
     async def start(self) -> None:
-        """Open the queue, resume its work, and start accepting mail."""
-        config = self.config
+        """Open the queue, resume its work, start accepting; raise if any of it fails."""
+        self._runner = asyncio.create_task(self._run(), name=f"node-{self.config.node.name}")
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait({self._runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.is_set():
+            ready.cancel()
+            await self._runner  # raises what stopped the start-up
+            raise RuntimeError("the node stopped during start-up")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, drain sessions and deliveries (bounded), close the queue."""
+        if self._runner is None:
+            return
+        self._grace = grace
+        self._stopping.set()
+        with contextlib.suppress(Exception):  # already raised to whoever watched it
+            await self._runner
+
+    async def wait(self) -> None:
+        """Until the node stops; raises when a part of it died."""
+        assert self._runner is not None
+        await self._runner
+
+    async def run_until_signalled(self, on_ready: Callable[[Node], None] | None = None) -> None:
+        """Start, serve until SIGTERM or SIGINT (or a part dies), then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        await self.start()
+        if on_ready is not None:
+            on_ready(self)
+        await self.wait()
+
+    def wake(self) -> None:
+        """New work may be due for this process's delivery shard (from another process)."""
+        self._wake()
+
+    def departed(self, queue_ids: Iterable[str]) -> None:
+        """These messages left the node (reported by a delivery process)."""
+        self._departures.left(queue_ids)
+
+    async def _run(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            core = await self._open(stack)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(core.writer.run(), name="storage-writer")
+                    checkpointer = await self._own_queue(core, group)
+                    delivery = await self._start_delivery(core, group, stack)
+                    await self._listen(core, stack)
+                    self._ready.set()
+                    await self._stopping.wait()
+                    log.info("stopping")
+                    await self._drain(core, delivery)
+                    if checkpointer is not None:
+                        checkpointer.stop()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> _Core:
+        config, role = self.config, self.role
         data_dir = config.node.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.database = await open_database(data_dir / "queue.db", now=self._clock)
-        self._writer = Writer(self.database.write_engine)
-        self._writer.start()
-        self.repository = Repository(self.database, self._writer)
-        self.ledger = ShadowLedger(self._writer, self.database.read_engine)
-        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
-        await self._recover(owner)
-        me = Hello(config.node.name, self.database.incarnation)
-        router = Router(config.local_domains, RouteTable(config.routes))
-        departures = Departures() if config.smtp.delayed_ack else None
-        shadow = self._make_shadow_client(me) if config.shadow.enabled else None
-        self._scheduler = self._make_scheduler(router, owner, shadow, departures)
-        self._scheduler.start()
+        path = data_dir / "queue.db"
+        if role.owns_queue:
+            database = await open_database(path, shards=role.shards, now=self._clock)
+        else:
+            database = await attach_database(path)
+        stack.push_async_callback(database.close)
+        tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
+        stack.callback(tracker.close)
+        writer = Writer(database.write_engine, lock=database.write_lock)
+        core = _Core(
+            database=database,
+            writer=writer,
+            repository=Repository(database, writer, shards=role.shards),
+            ledger=ShadowLedger(writer, database.read_engine),
+            tracker=tracker,
+            me=Hello(config.node.name, database.incarnation),
+            router=Router(config.local_domains, RouteTable(config.routes)),
+        )
+        self._core = core
+        return core
+
+    async def _own_queue(self, core: _Core, group: asyncio.TaskGroup) -> Checkpointer | None:
+        """As the file's one owner: recover what a dead run held, checkpoint the WAL."""
+        if not self.role.owns_queue:
+            return None
+        poison = self.config.queue.poison_threshold
+        await recover_queue(core.repository, core.tracker, self._owner, poison)
+        checkpointer = Checkpointer(core.database.path)
+        group.create_task(checkpointer.run(), name="wal-checkpoint")
+        return checkpointer
+
+    async def _start_delivery(
+        self, core: _Core, group: asyncio.TaskGroup, stack: contextlib.AsyncExitStack
+    ) -> _Delivery | None:
+        if self.role.shard is None:
+            return None
+        shadow = self._shadow_client(core) if self.config.shadow.enabled else None
+        smtp = self._smtp_courier(shadow)
+        stack.push_async_callback(smtp.close)
+        scheduler = self._scheduler(core, smtp)
+        self._wake = scheduler.wake
+        if self._local is not None:
+            self._local.on_work = scheduler.wake
+        group.create_task(scheduler.run(), name="delivery-scheduler")
+        heartbeat = None
         if shadow is not None:
             await shadow.load()
-            self._heartbeat = self._make_heartbeat(shadow)
-            self._heartbeat.start()
-        handler = self._make_handler(router, me, departures)
-        for address in config.smtp.listen:
-            self.listeners.append(
-                await start_listener(
-                    address,
-                    handler,
-                    self._registry,
-                    hostname=config.node.hostname,
-                    max_message_size=config.smtp.max_message_size,
-                    max_line_length=config.smtp.max_line_length,
-                    idle_timeout=config.smtp.idle_timeout.total_seconds(),
-                )
-            )
+            if self.role.peers:
+                heartbeat = self._heartbeat(core, shadow, smtp)
+                group.create_task(heartbeat.run(), name="heartbeat")
+        return _Delivery(scheduler, heartbeat)
 
-    def _make_handler(
-        self, router: Router, me: Hello, departures: Departures | None
-    ) -> InboundHandler:
+    async def _listen(self, core: _Core, stack: contextlib.AsyncExitStack) -> None:
+        if not self.role.accept:
+            return
+        if self._local is not None:
+            self._local.on_left = self._departures.left
+        handler = self._handler(core)
         config = self.config
-        assert self.repository is not None
-        assert self.ledger is not None
-        assert self._tracker is not None
-        assert self._scheduler is not None
+        sockets: Iterable[socket.socket | HostPort] = self._sockets or config.smtp.listen
+        for where in sockets:
+            listener = await start_listener(
+                where,
+                handler,
+                self._registry,
+                hostname=config.node.hostname,
+                max_message_size=config.smtp.max_message_size,
+                max_line_length=config.smtp.max_line_length,
+                idle_timeout=config.smtp.idle_timeout.total_seconds(),
+            )
+            stack.push_async_callback(listener.close)
+            self.listeners.append(listener)
+
+    async def _drain(self, core: _Core, delivery: _Delivery | None) -> None:
+        for listener in self.listeners:
+            listener.server.close()
+        await self._registry.drain(self._grace)
+        for listener in self.listeners:
+            await listener.server.wait_closed()
+        if delivery is not None:
+            if delivery.heartbeat is not None:
+                delivery.heartbeat.stop()
+            await delivery.scheduler.stop(self._grace)
+        await core.writer.stop()
+
+    # -- the parts ----------------------------------------------------------------------
+
+    def _handler(self, core: _Core) -> InboundHandler:
+        config = self.config
         intake = Intake(
-            repository=self.repository,
-            router=router,
-            tracker=self._tracker,
-            origin_prefix=self._origin_prefix,
-            on_commit=self._scheduler.wake,
+            repository=core.repository,
+            router=core.router,
+            tracker=core.tracker,
+            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            on_commit=self._signals.work,
         )
         shadow_server = None
         if config.shadow.enabled:
             shadow_server = ShadowServer(
-                me=me,
+                me=core.me,
                 peers=config.shadow_peers,
-                ledger=self.ledger,
-                tracker=self._tracker,
+                ledger=core.ledger,
+                tracker=core.tracker,
                 clock=self._clock,
             )
         return InboundHandler(
             hostname=config.node.hostname,
             policy=RelayPolicy(
-                router=router,
+                router=core.router,
                 trusted_networks=config.smtp.trusted_networks,
                 catch_all=config.mailboxes.catch_all,
                 known_recipients=frozenset(config.mailboxes.recipients),
@@ -167,74 +365,24 @@ class Node:
             rng=self._rng,
             shadow=shadow_server,
             delayed_ack=(
-                DelayedAck(departures, config.smtp.max_ack_delay.total_seconds())
-                if departures is not None
+                DelayedAck(self._departures, config.smtp.max_ack_delay.total_seconds())
+                if config.smtp.delayed_ack
                 else None
             ),
         )
 
-    def _make_shadow_client(self, me: Hello) -> ShadowClient:
-        assert self.ledger is not None
-        assert self._tracker is not None
+    def _shadow_client(self, core: _Core) -> ShadowClient:
         return ShadowClient(
-            me=me,
-            ledger=self.ledger,
-            tracker=self._tracker,
+            me=core.me,
+            ledger=core.ledger,
+            tracker=core.tracker,
             clock=self._clock,
-            wake=lambda: self._scheduler.wake() if self._scheduler is not None else None,
+            wake=lambda: self._signals.work(None),
         )
 
-    def _make_heartbeat(self, shadow: ShadowClient) -> Heartbeat:
+    def _smtp_courier(self, shadow: ShadowClient | None) -> SmtpCourier:
         config = self.config
-        assert self.ledger is not None
-        assert self._tracker is not None
-        assert self._smtp is not None
-        smtp = self._smtp
-
-        async def connect(address: str) -> aiosmtplib.SMTP:
-            return await smtp.connect(HostPort.parse(address))
-
-        return Heartbeat(
-            ledger=self.ledger,
-            shadow=shadow,
-            connect=connect,
-            tracker=self._tracker,
-            clock=self._clock,
-            interval=config.shadow.heartbeat_interval.total_seconds(),
-            failures=config.shadow.heartbeat_failures,
-            auto_discard=config.shadow.auto_discard.total_seconds(),
-            dedup_window=config.shadow.dedup_window.total_seconds(),
-        )
-
-    async def _recover(self, owner: str) -> None:
-        assert self.repository is not None
-        assert self._tracker is not None
-        recovery = await self.repository.recover(owner, self.config.queue.poison_threshold)
-        if recovery.released:
-            log.warning("resuming %d recipients a previous run was delivering", recovery.released)
-        for queue_id in recovery.poisoned:
-            log.error("message %s was being delivered in repeated crashes; held", queue_id)
-            (message,) = await self.repository.list_messages(queue_id)
-            self._tracker.record(
-                TrackingEvent.POISON,
-                queue_id=queue_id,
-                sender=message.sender,
-                recipients=[r.address for r in message.recipients],
-                message_id=message.message_id,
-                crashes=message.crashes,
-            )
-
-    def _make_scheduler(
-        self,
-        router: Router,
-        owner: str,
-        shadow: ShadowClient | None,
-        departures: Departures | None,
-    ) -> Scheduler:
-        config = self.config
-        assert self.repository is not None
-        assert self._tracker is not None
-        smtp = self._smtp = SmtpCourier(
+        return SmtpCourier(
             SmtpSettings(
                 local_hostname=config.node.hostname,
                 source_host=_source_host(config.smtp.listen),
@@ -252,9 +400,13 @@ class Node:
             ),
             shadow=shadow,
         )
+
+    def _scheduler(self, core: _Core, smtp: SmtpCourier) -> Scheduler:
+        config = self.config
+        assert self.role.shard is not None
         return Scheduler(
-            repository=self.repository,
-            router=router,
+            repository=core.repository,
+            router=core.router,
             couriers={
                 HopKind.LOCAL: MaildirCourier(config.mailbox_dir, config.node.hostname),
                 HopKind.ROUTE: smtp,
@@ -266,52 +418,60 @@ class Node:
             ),
             notifier=Notifier(
                 hostname=config.node.hostname,
-                router=router,
-                origin_prefix=self._origin_prefix,
+                router=core.router,
+                origin_prefix=f"{config.node.name}.{core.database.incarnation}",
                 delay_notice=config.queue.delay_notice.total_seconds(),
                 expiry=config.queue.expiry.total_seconds(),
                 rng=self._rng,
             ),
-            tracker=self._tracker,
+            tracker=core.tracker,
             clock=self._clock,
-            owner=owner,
+            owner=self._owner,
+            shard=self.role.shard,
             concurrency_per_hop=config.delivery.concurrency_per_hop,
-            departures=departures,
+            signals=self._signals,
         )
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, drain sessions and deliveries (bounded), close the queue."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for listener in self.listeners:
-            listener.server.close()
-        await self._registry.drain(grace)
-        for listener in self.listeners:
-            await listener.server.wait_closed()
-        self.listeners.clear()
-        if self._heartbeat is not None:
-            await self._heartbeat.stop()
-        if self._scheduler is not None:
-            await self._scheduler.stop(grace)
-        if self._smtp is not None:
-            await self._smtp.close()
-        if self._writer is not None:
-            await self._writer.stop()
-        if self._tracker is not None:
-            self._tracker.close()
-        if self.database is not None:
-            await self.database.close()
+    def _heartbeat(self, core: _Core, shadow: ShadowClient, smtp: SmtpCourier) -> Heartbeat:
+        config = self.config
 
-    async def run_until_signalled(self, on_ready: Callable[[Node], None] | None = None) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop cleanly."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await self.start()
-        if on_ready is not None:
-            on_ready(self)
-        await stop.wait()
-        log.info("stopping")
-        await self.stop()
+        async def connect(address: str) -> aiosmtplib.SMTP:
+            return await smtp.connect(HostPort.parse(address))
+
+        return Heartbeat(
+            ledger=core.ledger,
+            shadow=shadow,
+            connect=connect,
+            tracker=core.tracker,
+            clock=self._clock,
+            interval=config.shadow.heartbeat_interval.total_seconds(),
+            failures=config.shadow.heartbeat_failures,
+            auto_discard=config.shadow.auto_discard.total_seconds(),
+            dedup_window=config.shadow.dedup_window.total_seconds(),
+        )
+
+
+async def recover_queue(
+    repository: Repository,
+    tracker: Tracker,
+    owner: str,
+    poison_threshold: int,
+    *,
+    dead_run: str | None = None,
+) -> None:
+    """Free what a dead run held (`dead_run`, or every run but `owner`), counting a crash
+    for each message; hold and log the messages that crashed too often (POISON)."""
+    recovery = await repository.recover(owner, poison_threshold, dead_run=dead_run)
+    if recovery.released:
+        log.warning("resuming %d recipients a dead run was delivering", recovery.released)
+    for queue_id in recovery.poisoned:
+        log.error("message %s was being delivered in repeated crashes; held", queue_id)
+        (message,) = await repository.list_messages(queue_id)
+        tracker.record(
+            TrackingEvent.POISON,
+            queue_id=queue_id,
+            sender=message.sender,
+            recipients=[r.address for r in message.recipients],
+            message_id=message.message_id,
+            crashes=message.crashes,
+        )

@@ -1,5 +1,6 @@
 """The durable queue of a hubd node: SQLite through SQLAlchemy, with no SMTP in it."""
 
+from storage.checkpoint import Checkpointer
 from storage.database import (
     Database,
     attach_database,
@@ -26,6 +27,7 @@ from storage.shadows import ShadowLedger
 from storage.writer import Writer
 
 __all__ = [
+    "Checkpointer",
     "Claim",
     "ClaimedRecipient",
     "Database",

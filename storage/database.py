@@ -58,6 +58,11 @@ class Database:
     read_engine: AsyncEngine
     incarnation: str
 
+    @property
+    def write_lock(self) -> Path:
+        """The file every writer of this queue, in any process, takes turns on."""
+        return self.path.with_name("write.lock")
+
     async def close(self) -> None:
         """Close every connection (aiosqlite threads would otherwise keep the process alive)."""
         self.write_engine.dispose()
@@ -80,10 +85,17 @@ def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _write_engine(path: Path) -> Engine:
+def _no_auto_checkpoint(dbapi_conn: Any, _record: Any) -> None:
+    # storage/checkpoint.py checkpoints in the background instead of inside a commit.
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _write_engine(path: Path, *, background_checkpoints: bool = False) -> Engine:
     # One connection, used only from the writer's thread (check_same_thread stays on).
     engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
     event.listen(engine, "connect", _on_connect)
+    if background_checkpoints:
+        event.listen(engine, "connect", _no_auto_checkpoint)
     event.listen(engine, "begin", _on_begin)
     return engine
 
@@ -208,16 +220,23 @@ def _incarnation(path: Path) -> str:
     return str(row[0])
 
 
-async def open_database(path: Path, **prepare: Any) -> Database:
+async def open_database(
+    path: Path, *, background_checkpoints: bool = False, **prepare: Any
+) -> Database:
     """Prepare the queue database at `path` (see prepare_queue) and open it."""
     await asyncio.to_thread(lambda: prepare_queue(path, **prepare))
-    return await attach_database(path)
+    return await attach_database(path, background_checkpoints=background_checkpoints)
 
 
-async def attach_database(path: Path) -> Database:
-    """Open a queue file its owner already prepared (a node's child process does this)."""
+async def attach_database(path: Path, *, background_checkpoints: bool = False) -> Database:
+    """Open a queue file its owner already prepared (a node's child process does this).
+
+    With `background_checkpoints`, the writer never checkpoints inside a commit: a
+    storage.Checkpointer must run beside it.
+    """
     incarnation = await asyncio.to_thread(_incarnation, path)
-    return Database(path, _write_engine(path), _read_engine(path), incarnation)
+    engine = _write_engine(path, background_checkpoints=background_checkpoints)
+    return Database(path, engine, _read_engine(path), incarnation)
 
 
 def open_reader(path: Path) -> AsyncEngine:

@@ -4,8 +4,10 @@ Owns: every read and write of queue rows; the rule that a message row is deleted
 none of its recipients is still pending.
 Public: Repository, Recovery.
 Failures: storage errors propagate; callers answer SMTP clients with a transient reply.
-Limits: one delivery process per database claims work (leases name the owning run and are
-released at start-up; several delivery processes would need lease expiry instead).
+Limits: leases name the delivery run that holds them and never expire (a late renewal
+would send a message twice): a run's leases are released at its clean stop, when the
+supervisor reaps it, or at the next start (under the data-directory lock, every lease is
+stale).
 See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the caller).
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.engine import Connection
 
 from storage.claim import claim_due
@@ -28,10 +30,16 @@ from storage.sql import driver
 from storage.writer import Writer
 
 
-def _release(conn: Connection, keep_owner: str | None) -> int:
-    stmt = update(recipients).where(recipients.c.lease_owner.is_not(None))
-    if keep_owner is not None:
-        stmt = stmt.where(recipients.c.lease_owner != keep_owner)
+def _leased_by(run: str | None, but: str | None) -> ColumnElement[bool]:
+    """Recipients leased by `run` (or by any run but `but`, or by any run at all)."""
+    if run is not None:
+        return recipients.c.lease_owner == run
+    condition = recipients.c.lease_owner.is_not(None)
+    return condition if but is None else and_(condition, recipients.c.lease_owner != but)
+
+
+def _release(conn: Connection, run: str | None) -> int:
+    stmt = update(recipients).where(_leased_by(run, None))
     return conn.execute(stmt.values(lease_owner=None)).rowcount
 
 
@@ -43,15 +51,14 @@ class Recovery:
     poisoned: tuple[str, ...]
 
 
-def _recover(conn: Connection, owner: str, poison_threshold: int) -> Recovery:
-    orphaned = select(recipients.c.message).where(
-        recipients.c.lease_owner.is_not(None), recipients.c.lease_owner != owner
-    )
+def _recover(conn: Connection, owner: str, poison_threshold: int, dead_run: str | None) -> Recovery:
+    leased = _leased_by(dead_run, owner)
+    orphaned = select(recipients.c.message).where(leased)
     # Every message a dead run was delivering counts one crash (Exchange's poison count).
     conn.execute(
         update(messages).where(messages.c.id.in_(orphaned)).values(crashes=messages.c.crashes + 1)
     )
-    released = _release(conn, owner)
+    released = conn.execute(update(recipients).where(leased).values(lease_owner=None)).rowcount
     poisoned = conn.execute(
         select(messages.c.id, messages.c.queue_id).where(
             messages.c.crashes >= poison_threshold,
@@ -143,14 +150,17 @@ class Repository(QueueReader):
             payload=job,
         )
 
-    async def release_leases(self, *, except_owner: str | None = None) -> int:
-        """Free recipients leased by other (dead) runs, or by anyone when no owner is kept."""
-        return await self._writer.submit("release", lambda conn: _release(conn, except_owner))
+    async def release_leases(self, run: str | None = None) -> int:
+        """Free the recipients leased by `run` (at its clean stop), or by any run."""
+        return await self._writer.submit("release", lambda conn: _release(conn, run))
 
-    async def recover(self, owner: str, poison_threshold: int) -> Recovery:
-        """At start-up: count a crash for messages a dead run held, hold repeat offenders."""
+    async def recover(
+        self, owner: str, poison_threshold: int, *, dead_run: str | None = None
+    ) -> Recovery:
+        """Count a crash for the messages a dead run held (`dead_run`, or every run but
+        `owner`), free them, and hold repeat offenders (poison)."""
         return await self._writer.submit(
-            "recover", lambda conn: _recover(conn, owner, poison_threshold)
+            "recover", lambda conn: _recover(conn, owner, poison_threshold, dead_run)
         )
 
     async def hold(self, queue_id: str) -> int:

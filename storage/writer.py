@@ -8,18 +8,26 @@ bulk group) and its caller gets the exception; a failed COMMIT fails every calle
 batch.
 Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the
 writer's own thread (one hop per batch, not per statement); keep them short. Batches
-hold at most `max_batch` operations.
+hold at most `max_batch` operations. Several processes' writers on one file take turns
+through a blocking flock on `write.lock` around each transaction, never meeting in
+SQLite's busy handler (which sleeps 1-100 ms); the wait is counted in a histogram
+(`lock_wait_us_le:<bound>` in the stats table).
 See also: storage/repository.py (the operations), LIBNOTES.md section 5 (group commit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import fcntl
 import logging
+import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
@@ -33,6 +41,9 @@ T = TypeVar("T")
 
 # A bulk function runs many operations' payloads at once and returns one result per payload.
 Bulk = Callable[[Connection, list[Any]], list[Any]]
+
+# Upper bounds (microseconds) of the write-lock wait histogram; the last bucket is "more".
+LOCK_WAIT_BOUNDS_US = (100, 1_000, 5_000, 10_000, 50_000, 100_000)
 
 _BUMP = (
     "INSERT INTO stats (name, value) VALUES (?, ?)"
@@ -83,7 +94,13 @@ def _apply_bulk(
         labels[op.label] += 1
 
 
-def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
+def _lock_wait_bucket(waited_us: float) -> str:
+    index = bisect.bisect_left(LOCK_WAIT_BOUNDS_US, waited_us)
+    bound = str(LOCK_WAIT_BOUNDS_US[index]) if index < len(LOCK_WAIT_BOUNDS_US) else "inf"
+    return f"lock_wait_us_le:{bound}"
+
+
+def _apply_batch(conn: Connection, batch: list[WriteOp[Any]], waited_us: float) -> None:
     labels: Counter[str] = Counter()
     bulks: dict[Bulk, list[WriteOp[Any]]] = {}
     with conn.begin():
@@ -97,24 +114,54 @@ def _apply_batch(conn: Connection, batch: list[WriteOp[Any]]) -> None:
         # commits:<label> counts transactions that held such work, ops:<label> the work.
         bumps = [(f"commits:{label}", 1) for label in labels]
         bumps += [(f"ops:{label}", count) for label, count in labels.items()]
+        bumps.append((_lock_wait_bucket(waited_us), 1))
         driver(conn).executemany(_BUMP, bumps)
+
+
+class _WriteLock:
+    """flock on <data_dir>/write.lock: the writers of one file take turns, in any process."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd = (
+            -1 if path is None else os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        )
+
+    def run(self, apply: Callable[[float], None]) -> None:
+        """Run `apply` holding the lock, telling it how long getting it took (microseconds)."""
+        started = time.perf_counter()
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            apply((time.perf_counter() - started) * 1e6)
+        finally:
+            if self._fd >= 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class Writer:
     """The single owner of the write connection; callers `await submit(op)`."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 512) -> None:
+    def __init__(self, engine: Engine, *, lock: Path | None = None, max_batch: int = 512) -> None:
         self._engine = engine
+        self._lock = _WriteLock(lock)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
         self._max_batch = max_batch
         self._queue: asyncio.Queue[WriteOp[Any] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+        self._done = asyncio.Event()
         self.batches = 0
         self.operations = 0
 
     def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.create_task(self._run(), name="storage-writer")
+        """Run the writer in a task of its own (for callers with no TaskGroup)."""
+        self._task = asyncio.create_task(self.run(), name="storage-writer")
 
     async def submit(
         self,
@@ -124,8 +171,11 @@ class Writer:
         bulk: Bulk | None = None,
         payload: Any = None,
     ) -> T:
-        """Run `apply` in the next batch; return once the batch holding it is committed."""
-        if self._task is None or self._task.done():
+        """Run `apply` in the next batch; return once the batch holding it is committed.
+
+        Work submitted before run() starts waits for it; after stop(), none is taken.
+        """
+        if self._closed:
             raise RuntimeError("storage writer is not running")
         op: WriteOp[T] = WriteOp(label, apply, bulk, payload)
         op.future = asyncio.get_running_loop().create_future()
@@ -134,14 +184,24 @@ class Writer:
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        if self._task is None:
+        if self._closed:
             return
+        self._closed = True
         self._queue.put_nowait(None)
-        await self._task
+        if self._started:
+            await self._done.wait()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Commit batches until stop(); the writer's whole life."""
+        self._started = True
         loop = asyncio.get_running_loop()
-        conn = await loop.run_in_executor(self._thread, self._engine.connect)
+        try:
+            conn = await loop.run_in_executor(self._thread, self._engine.connect)
+        except BaseException:
+            self._closed = True
+            self._done.set()
+            self._thread.shutdown(wait=False)
+            raise
         try:
             stopping = False
             while not stopping:
@@ -150,8 +210,11 @@ class Writer:
                 if batch:
                     await self._commit(conn, batch)
         finally:
+            self._closed = True
             await loop.run_in_executor(self._thread, conn.close)
             self._thread.shutdown(wait=True)
+            self._lock.close()
+            self._done.set()
 
     def _drain(self, first: WriteOp[Any] | None) -> tuple[list[WriteOp[Any]], bool]:
         # Whatever queued up while the last commit was syncing goes into this one.
@@ -165,10 +228,13 @@ class Writer:
                 return batch, False
             item = self._queue.get_nowait()
 
+    def _locked_batch(self, conn: Connection, batch: list[WriteOp[Any]]) -> None:
+        self._lock.run(lambda waited_us: _apply_batch(conn, batch, waited_us))
+
     async def _commit(self, conn: Connection, batch: list[WriteOp[Any]]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._thread, _apply_batch, conn, batch)
+            await loop.run_in_executor(self._thread, self._locked_batch, conn, batch)
         except Exception as error:
             log.exception("commit of %d operations failed", len(batch))
             for op in batch:

@@ -114,7 +114,11 @@ def kill_node(plan: NodePlan) -> bool:
     pid = node_pid(plan)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGKILL)
+    # The node leads its own process group (start_node): its children die with it.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        os.kill(pid, signal.SIGKILL)
     _wait_gone(pid, plan, 10)
     return True
 

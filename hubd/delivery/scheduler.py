@@ -5,7 +5,8 @@ concurrency per next hop, and records each result (delivered, deferred, failed) 
 tracking line.
 Public: Scheduler.
 Failures: a courier that raises is logged and its recipients deferred with 451 4.3.0.
-Limits: at most `max_in_flight` recipients are leased at once; one scheduler per database.
+Limits: at most `max_in_flight` recipients are leased at once; one scheduler per delivery
+shard (every recipient of a next hop is in one shard, so per-hop state lives here).
 See also: delivery/retry.py (when to retry), storage/repository.py (claim and record).
 """
 
@@ -23,7 +24,7 @@ from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
 from hubd.routing import HopKind, NextHop, Router
 from hubd.shadow.client import record_discard
-from hubd.shadow.delayed_ack import Departures
+from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
 from storage import Claim, ClaimedRecipient, Repository
 
@@ -60,7 +61,8 @@ class Scheduler:
         clock: Callable[[], float],
         owner: str,
         concurrency_per_hop: int,
-        departures: Departures | None = None,
+        signals: Signals,
+        shard: int = 0,
         max_in_flight: int = 512,
         claim_batch: int = 256,
     ) -> None:
@@ -69,7 +71,8 @@ class Scheduler:
         self._couriers = couriers
         self._policy = policy
         self._notifier = notifier
-        self._departures = departures
+        self._signals = signals
+        self._shard = shard
         # (origin key, recipient) pairs being delivered now, so two copies never race, and
         # those whose final delivery committed since the last claim was dispatched.
         self._final_keys: set[tuple[str, str]] = set()
@@ -87,10 +90,7 @@ class Scheduler:
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="delivery-scheduler")
+        self._stopped = asyncio.Event()
 
     def wake(self) -> None:
         """New work may be due now (a message was committed, or a job finished)."""
@@ -100,33 +100,36 @@ class Scheduler:
         """Stop claiming, let jobs in flight finish for up to `grace` seconds, then cancel them."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        await self._stopped.wait()
         if self._jobs:
             _, pending = await asyncio.wait(self._jobs, timeout=grace)
             for job in pending:
                 job.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await self._repository.release_leases()
+        await self._repository.release_leases(self._owner)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                claim = await self._claim()
-            except Exception:
-                log.exception("claiming due work failed")
-                claim = Claim()
-            if claim.recipients:
-                self._dispatch(claim)
-                if claim.next_due is None:
-                    continue  # the claim filled up: more may be due now
-            await self._sleep(claim.next_due)
+    async def run(self) -> None:
+        """Claim and dispatch due work until stop() (which then drains the jobs)."""
+        try:
+            while not self._stopping:
+                try:
+                    claim = await self._claim()
+                except Exception:
+                    log.exception("claiming due work failed")
+                    claim = Claim()
+                if claim.recipients:
+                    self._dispatch(claim)
+                    if claim.next_due is None:
+                        continue  # the claim filled up: more may be due now
+                await self._sleep(claim.next_due)
+        finally:
+            self._stopped.set()
 
     async def _claim(self) -> Claim:
         room = min(self._max_in_flight - self._in_flight, self._claim_batch)
         if room <= 0:
             return Claim()
-        return await self._repository.claim_due(self._clock(), room, self._owner)
+        return await self._repository.claim_due(self._clock(), room, self._owner, self._shard)
 
     async def _sleep(self, due: float | None) -> None:
         # The event is cleared only after waking: a commit that woke us while the claim ran
@@ -278,8 +281,8 @@ class Scheduler:
         settled = await self._repository.record_outcomes(
             [d.outcome for d in decisions], [n.message for n in notices], now=now
         )
-        if self._departures is not None:
-            self._departures.left(settled.left)
+        if settled.left:
+            self._signals.left(settled.left)
         for decision, result in zip(decisions, results, strict=True):
             self._tracker.record(
                 decision.event,
@@ -327,7 +330,7 @@ class Scheduler:
                 dsn_queue_id=notice.message.queue_id,
             )
         if notices:
-            self.wake()
+            self._signals.work(r.next_hop for n in notices for r in n.message.recipients)
         return {
             (first.origin, d.outcome.recipient.address.lower())
             for d in decisions

@@ -51,18 +51,14 @@ class Heartbeat:
         self._auto_discard = auto_discard
         self._dedup_window = dedup_window
         self.missed: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="shadow-heartbeat")
-
-    async def stop(self) -> None:
+    def stop(self) -> None:
+        """Let run() return after the round in progress."""
         self._stop.set()
-        if self._task is not None:
-            await self._task
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Heartbeat every peer that holds shadows of ours, every interval, until stop()."""
         while not self._stop.is_set():
             try:
                 async with asyncio.timeout(self._interval):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -228,7 +229,7 @@ class Listener:
 
 
 async def start_listener(
-    address: HostPort,
+    where: HostPort | socket.socket,
     handler: InboundHandler,
     registry: SessionRegistry,
     *,
@@ -237,7 +238,8 @@ async def start_listener(
     max_line_length: int,
     idle_timeout: float,
 ) -> Listener:
-    """Bind `address` and serve SMTP sessions on it."""
+    """Serve SMTP sessions on `where`: an address to bind, or a socket bound already (by the
+    supervisor of a node of several processes)."""
 
     def factory() -> HubSMTP:
         return HubSMTP(
@@ -253,6 +255,9 @@ async def start_listener(
         )
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host=address.host, port=address.port)
-    bound = server.sockets[0].getsockname()
-    return Listener(server, HostPort(host=address.host, port=bound[1]))
+    if isinstance(where, socket.socket):
+        server = await loop.create_server(factory, sock=where)
+    else:
+        server = await loop.create_server(factory, host=where.host, port=where.port)
+    host, port = server.sockets[0].getsockname()[:2]
+    return Listener(server, HostPort(host=host, port=port))

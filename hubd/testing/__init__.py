@@ -13,7 +13,9 @@ from hubd.testing.faultproxy import FaultProxy
 from hubd.testing.helpers import (
     NodeProcess,
     async_wait_until,
+    child_processes,
     free_loopback_address,
+    group_alive,
     maildir_messages,
     wait_until,
 )
@@ -24,7 +26,9 @@ __all__ = [
     "NodeProcess",
     "Sent",
     "async_wait_until",
+    "child_processes",
     "free_loopback_address",
+    "group_alive",
     "maildir_messages",
     "wait_until",
     "write_config",

@@ -7,6 +7,7 @@ maildir_messages(), write_config().
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -93,6 +94,32 @@ def maildir_messages(root: Path) -> dict[Path, bytes]:
     return found
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def child_processes(parent: int) -> dict[str, int]:
+    """hubd worker processes of a supervisor, by the name the supervisor gave each."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"hubd.worker" in argv and len(argv) > 3:
+            found[argv[3].decode()] = int(proc.name)
+    return found
+
+
 class NodeProcess:
     """`hubd serve` in a child process, which tests can kill, stop and restart."""
 
@@ -103,19 +130,28 @@ class NodeProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the node and wait until it answers with a 220 greeting."""
+        """Start the node and wait until it says it accepts mail and answers with a 220."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hubd", "serve", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Its own process group: a node of several processes is killed as a whole.
+                start_new_session=True,
             )
         wait_until(
-            lambda: self._check_alive() and smtp_greets(*self.relay),
+            lambda: self._check_alive() and self._said_ready(offset) and smtp_greets(*self.relay),
             timeout,
             f"node {self.config} to accept mail",
         )
+
+    def _said_ready(self, offset: int) -> bool:
+        # Every process of the node is up once `hubd serve` prints this line.
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return b"accepting mail on" in log.read()
 
     def _check_alive(self) -> bool:
         assert self.process is not None
@@ -125,10 +161,28 @@ class NodeProcess:
         return True
 
     def kill(self) -> None:
-        """SIGKILL: a crash with no chance to clean up."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+        """SIGKILL to the node's whole process group: a crash with no chance to clean up."""
+        if self.process is None:
+            return
+        pgid = self.process.pid
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
             self.process.wait(timeout=30)
+        wait_until(lambda: not group_alive(pgid), 30, "the node's processes to exit")
+
+    def children(self) -> dict[str, int]:
+        """The node's child processes by name (acceptor-0, delivery-0, ...), when it has any."""
+        assert self.process is not None
+        return child_processes(self.process.pid)
+
+    def kill_child(self, name: str) -> None:
+        """SIGKILL one child process of the node (its supervisor restarts it)."""
+        os.kill(self.children()[name], signal.SIGKILL)
+
+    def greets(self) -> bool:
+        """Whether the node answers a connection with a 220 greeting now."""
+        return smtp_greets(*self.relay)
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for the exit code."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import os
 import random
 import re
 import signal
@@ -29,6 +30,7 @@ from hubd.testing import (
     NodeProcess,
     async_wait_until,
     free_loopback_address,
+    group_alive,
     maildir_messages,
     wait_until,
     write_config,
@@ -46,6 +48,34 @@ MAILBOXES = 20
 SENDER = "load@outside.test"
 DOMAIN = "corp.test"
 SEEDS = [1, 2, 3]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the SIGKILL hits: a one-process node, or one kind of process of a split node."""
+
+    name: str
+    processes: int
+    restarts_itself: bool  # the supervisor restarts the killed child: no restart by the test
+
+    def kill(self, node: NodeProcess) -> Callable[[], None]:
+        assert node.process is not None
+        supervisor = node.process.pid
+        if self.name in ("node", "group"):
+            return lambda: os.killpg(supervisor, signal.SIGKILL)
+        if self.name == "supervisor":
+            return lambda: os.kill(supervisor, signal.SIGKILL)
+        child = node.children()[self.name]
+        return lambda: os.kill(child, signal.SIGKILL)
+
+
+TARGETS = [
+    *[(seed, Target("node", 1, False)) for seed in SEEDS],
+    (4, Target("acceptor-0", 2, True)),
+    (5, Target("delivery-0", 2, True)),
+    (6, Target("supervisor", 2, False)),
+    (7, Target("group", 2, False)),
+]
 
 _TRACE = re.compile(
     rb"\AReturn-Path: <(?P<sender>[^>]*)>\r\n"
@@ -220,11 +250,11 @@ async def _session(
         client.close()
 
 
-async def run_load(node: NodeProcess, messages: list[Outgoing]) -> LoadState:
-    """Send `messages` over SESSIONS concurrent sessions, killing the node part-way through."""
-    assert node.process is not None
-    process = node.process
-    state = LoadState(kill=lambda: process.send_signal(signal.SIGKILL))
+async def run_load(
+    node: NodeProcess, messages: list[Outgoing], kill: Callable[[], None]
+) -> LoadState:
+    """Send `messages` over SESSIONS concurrent sessions, calling `kill` part-way through."""
+    state = LoadState(kill=kill)
     work: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(messages)):
         work.put_nowait(index)
@@ -273,13 +303,21 @@ class MaildirScan:
 
 
 class TestKillNineUnderLoad:
-    @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed{seed}" for seed in SEEDS])
-    def test_no_answered_message_lost_or_doubled(self, tmp_path: Path, seed: int) -> None:
-        """SIGKILL amid 50 sessions of load loses no 250'd message and leaves none twice or torn."""
+    @pytest.mark.parametrize(
+        ("seed", "target"), TARGETS, ids=[f"{t.name}-seed{seed}" for seed, t in TARGETS]
+    )
+    def test_no_answered_message_lost_or_doubled(
+        self, tmp_path: Path, seed: int, target: Target
+    ) -> None:
+        """SIGKILL amid 50 sessions of load loses no 250'd message and leaves none twice or torn,
+        whichever process of the node it hits."""
         started = time.monotonic()
         host, port = free_loopback_address()
         data_dir = tmp_path / "node"
-        settings = merge(node_settings(data_dir, "crash", host, port), {"local_domains": [DOMAIN]})
+        settings = merge(
+            node_settings(data_dir, "crash", host, port),
+            {"local_domains": [DOMAIN], "node": {"processes": target.processes}},
+        )
         config = write_config(tmp_path / "hubd.toml", settings)
         node = NodeProcess(config, (host, port), tmp_path / "node.log")
         messages = build_messages(seed)
@@ -287,15 +325,20 @@ class TestKillNineUnderLoad:
 
         node.start()
         try:
-            state = asyncio.run(run_load(node, messages))
-            node.kill()  # reap the killed process
+            state = asyncio.run(run_load(node, messages, target.kill(node)))
             assert state.killed, (
                 f"never reached the kill condition: {state.answered} answered, "
                 f"{state.in_flight} in flight at the end"
             )
             load_done = time.monotonic()
-
-            node.start()
+            if target.name == "supervisor":
+                assert node.process is not None
+                pgid = node.process.pid
+                # PR_SET_PDEATHSIG: the children go with it, nobody else kills them.
+                wait_until(lambda: not group_alive(pgid), 15, "children to die with it")
+            if not target.restarts_itself:
+                node.kill()  # reap the killed process, and wait for every child to be gone
+                node.start()
             accepted = {
                 messages[i].tag: r
                 for i, r in state.results.items()

@@ -1,0 +1,88 @@
+"""One child process of a node: an acceptor or a delivery process, started by the supervisor.
+
+Owns: turning what the supervisor passed (a JSON spec on stdin, descriptors by number)
+into a running Node for that role: the inherited listening sockets and pipes, dying with
+the supervisor (PR_SET_PDEATHSIG), telling it when ready.
+Public: main() (`python -m hubd.worker NAME`; not a user command).
+Failures: exits 1 (logged) when it cannot start; the supervisor then stops the node.
+See also: hubd/supervisor.py, hubd/node.py, hubd/signals.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from hubd.config import load_config
+from hubd.logs import configure
+from hubd.node import Node, Role
+from hubd.signals import PipeEnds, PipeSignals, read_departures, read_wakeups
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the supervisor dies, even by SIGKILL (no orphans)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(1)
+
+
+async def _serve(spec: dict[str, Any]) -> None:
+    config = load_config(Path(spec["config_path"]))
+    fds = spec["fds"]
+    ends = PipeEnds(
+        wake=tuple(fds["wake"]),
+        departures=tuple(fds["departures"]),
+        wake_read=fds.get("wake_read"),
+        departures_read=fds.get("departures_read"),
+    )
+    signals = PipeSignals(ends)
+    await signals.open()
+    sockets = [socket.socket(fileno=fd) for fd in fds["listen"]]
+    node = Node(
+        config, role=Role(**spec["role"]), sockets=sockets, signals=signals, owner=spec["owner"]
+    )
+    stops = []
+
+    def ready(started: Node) -> None:
+        if ends.wake_read is not None:
+            stops.append(read_wakeups(ends.wake_read, started.wake))
+        if ends.departures_read is not None:
+            stops.append(read_departures(ends.departures_read, started.departed))
+        os.write(fds["ready"], b"ready\n")
+
+    try:
+        await node.run_until_signalled(ready)
+    finally:
+        for stop in stops:
+            stop()
+        signals.close()
+
+
+def main() -> None:
+    name = sys.argv[1] if len(sys.argv) > 1 else "worker"
+    spec = json.loads(sys.stdin.read())
+    configure(int(spec["log_level"]), name)
+    _die_with_parent(int(spec["parent"]))
+    try:
+        asyncio.run(_serve(spec))
+    except Exception:
+        log.exception("%s stopped", name)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A node of several processes: acceptor and delivery children under one supervisor.
+
+(Kills under load, aimed at each kind of process, are in test_crash_safety.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubd.config import load_config
+from hubd.datadir import acquire_data_dir
+from hubd.supervisor import Plan, Supervisor
+from hubd.testing import (
+    NodeProcess,
+    free_loopback_address,
+    group_alive,
+    maildir_messages,
+    wait_until,
+    write_config,
+)
+from tests.conftest import merge, node_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(tmp_path: Path, **node: object) -> tuple[Path, tuple[str, int]]:
+    host, port = free_loopback_address()
+    settings = merge(
+        node_settings(tmp_path / "node", "split", host, port),
+        {"local_domains": ["corp.test"], "node": {"processes": 2, **node}},
+    )
+    return write_config(tmp_path / "hubd.toml", settings), (host, port)
+
+
+def _send(relay: tuple[str, int], count: int) -> None:
+    with smtplib.SMTP(*relay, local_hostname="client.test", timeout=30) as client:
+        for n in range(count):
+            client.sendmail(
+                "alice@outside.test",
+                [f"user{n % 3}@corp.test"],
+                f"Subject: split {n}\r\nMessage-ID: <split-{n}@outside.test>\r\n\r\nbody\r\n",
+            )
+
+
+class TestSplitNode:
+    def test_relays_and_drains_on_sigterm(self, tmp_path: Path) -> None:
+        """Mail taken by the acceptor is delivered by the delivery process; SIGTERM drains
+        both and the supervisor exits 0 with no process of the node left."""
+        config, relay = _settings(tmp_path)
+        node = NodeProcess(config, relay, tmp_path / "node.log")
+        node.start()
+        try:
+            assert set(node.children()) == {"acceptor-0", "delivery-0"}
+            _send(relay, 20)
+            boxes = tmp_path / "node" / "mailboxes"
+            wait_until(lambda: len(maildir_messages(boxes)) == 20, 30, "20 messages delivered")
+            assert node.process is not None
+            pgid = node.process.pid
+            assert node.terminate() == 0
+            wait_until(lambda: not group_alive(pgid), 10, "every child gone")
+        finally:
+            node.kill()
+
+    def test_a_child_killed_is_restarted(self, tmp_path: Path) -> None:
+        """The supervisor replaces a child that dies, and the node goes on taking mail."""
+        config, relay = _settings(tmp_path)
+        node = NodeProcess(config, relay, tmp_path / "node.log")
+        node.start()
+        try:
+            first = node.children()
+            for name in ("acceptor-0", "delivery-0"):
+                node.kill_child(name)
+            wait_until(
+                lambda: (
+                    (now := node.children()).keys() == first.keys()
+                    and not set(now.values()) & set(first.values())
+                ),
+                30,
+                "both children replaced",
+            )
+            wait_until(node.greets, 30, "the new acceptor to greet")
+            _send(relay, 5)
+            boxes = tmp_path / "node" / "mailboxes"
+            wait_until(lambda: len(maildir_messages(boxes)) == 5, 30, "5 messages delivered")
+        finally:
+            node.kill()
+
+
+class TestStartUpFailure:
+    async def test_a_child_that_fails_at_start_stops_the_node(self, tmp_path: Path) -> None:
+        """A child that exits before it is ready stops the whole node with status 1."""
+        config_path, _ = _settings(tmp_path)
+        config = load_config(config_path)
+        lock = acquire_data_dir(config.node.data_dir)
+        failing = (sys.executable, "-c", "import sys; sys.exit(3)")
+        supervisor = Supervisor(
+            config, config_path, Plan(1, 1), lock_fd=lock.inheritable(), worker=failing
+        )
+        try:
+            status = await asyncio.wait_for(supervisor.run(lambda _node: None), 60)
+        finally:
+            lock.release()
+        assert status == 1
