@@ -8,8 +8,9 @@ Failures: none raised; a connection failure, a 421 or a 4xx before the recipient
 moves on to the next host; when none is left every recipient gets the last transient result.
 With a shadow-aware peer (XSHADOW): says XSHADOW, sends the origin key (XORIGIN), returns
 the peer's queue id so a shadow is kept, and asks for discard notices after the message.
-Limits: connections are reused per host address (delivery/connections.py); no PIPELINING
-(aiosmtplib has none); hosts of peers declared dead are skipped.
+Limits: connections are reused per host address (delivery/connections.py), with no NOOP
+before reuse (a connection the server closed fails at MAIL, before anything is taken);
+the transaction itself is delivery/transfer.py; hosts of peers declared dead are skipped.
 See also: LIBNOTES.md section 2 (aiosmtplib's errors and STARTTLS default).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ import aiosmtplib
 from hubd.config import HostPort
 from hubd.delivery.connections import ConnectionPool, Outbound
 from hubd.delivery.courier import DeliveryJob, RecipientResult
+from hubd.delivery.transfer import CHUNK, StaleConnection, send_mail
 from hubd.replies import Reply
 from hubd.routing import HopKind
 from hubd.routing.mx import MxResolver
@@ -47,10 +49,6 @@ class _HostFailed(Exception):
     code: int
     text: str
     remote: str
-
-
-class _StaleConnection(Exception):
-    """A reused connection turned out closed before anything of the message was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +178,7 @@ class SmtpCourier:
         if reused is not None:
             try:
                 return await self._use(host, reused, job, reused=True)
-            except _StaleConnection:
+            except StaleConnection:
                 pass  # the server closed it while idle: nothing was sent; start afresh
         return await self._use(host, await self._open(host), job, reused=False)
 
@@ -208,16 +206,16 @@ class SmtpCourier:
     ) -> list[RecipientResult]:
         client, link = outbound.client, outbound.link
         addresses = [r.address for r in job.recipients]
-        if reused:
-            try:
-                # A cheap check before MAIL: a connection the server dropped fails here.
-                await client.noop()
-            except (aiosmtplib.SMTPException, OSError):
-                raise _StaleConnection from None
         options = [f"XORIGIN={job.origin}"] if link is not None and job.origin else []
         try:
-            refused, data_reply = await client.sendmail(
-                job.sender, addresses, job.body, mail_options=options
+            sent = await send_mail(
+                client,
+                job.sender,
+                addresses,
+                _chunks(job.body),
+                size=len(job.body),
+                options=options,
+                reused=reused,
             )
         except aiosmtplib.SMTPRecipientsRefused as error:
             by_address = {e.recipient: (e.code, e.message) for e in error.recipients}
@@ -235,19 +233,30 @@ class SmtpCourier:
             raise _HostFailed(code if code < 500 else 451, text, remote) from None
         except (aiosmtplib.SMTPException, OSError) as error:
             raise _HostFailed(451, f"4.4.2 Lost connection to {remote}: {error}", remote) from None
-        shadow = _shadow_record(link, data_reply)
+        shadow = _shadow_record(link, sent.data_reply)
         results = []
         for recipient in job.recipients:
-            if recipient.address in refused:
-                response = refused[recipient.address]
+            response = sent.refused.get(recipient.address)
+            if response is not None:
                 results.append(RecipientResult(recipient, response.code, response.message, remote))
             else:
                 results.append(
                     RecipientResult(
-                        recipient, 250, data_reply, remote, shadow=shadow, final=shadow is None
+                        recipient,
+                        250,
+                        sent.data_reply,
+                        remote,
+                        shadow=shadow,
+                        final=shadow is None,
                     )
                 )
         return results
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(body), CHUNK):
+        yield bytes(view[start : start + CHUNK])
 
 
 def _shadow_record(link: PeerLink | None, data_reply: str) -> ShadowRecord | None:
