@@ -100,6 +100,40 @@ class TestDeliveryQueues:
             server.close()
             await server.wait_closed()
 
+    async def test_a_connection_the_hop_closed_is_replaced(self, start_node: NodeFactory) -> None:
+        """A kept connection the next hop closed while idle is replaced at once: the next
+        message goes out on a new connection, without a deferral."""
+        sink = _CountingSink()
+        closed = asyncio.Event()
+
+        class _ClosingSMTP(SMTP):
+            def connection_lost(self, error: Exception | None) -> None:
+                super().connection_lost(error)
+                closed.set()
+
+        host, _ = free_loopback_address()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _ClosingSMTP(sink, hostname="sink.test", ident="sink", timeout=1),
+            host=host,
+            port=0,
+        )
+        port = server.sockets[0].getsockname()[1]
+        try:
+            a = await start_node(
+                "a", routes=[{"domains": ["corp.test"], "next_hops": [f"{host}:{port}"]}]
+            )
+            await asyncio.to_thread(_send, a, "bob@corp.test", "before")
+            await async_wait_until(lambda: len(sink.messages) == 1, 15, "the first message")
+            await asyncio.wait_for(closed.wait(), 15)  # the sink's idle timeout closed it
+            await asyncio.to_thread(_send, a, "bob@corp.test", "after")
+            await async_wait_until(lambda: len(sink.messages) == 2, 15, "the second message")
+            assert sink.connections == 2
+            assert _events(a, "DEFER") == []
+        finally:
+            server.close()
+            await server.wait_closed()
+
     async def test_dead_hop_waits_and_does_not_hold_back_others(
         self, start_node: NodeFactory
     ) -> None:
