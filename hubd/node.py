@@ -48,10 +48,10 @@ from hubd.smtp.server import Listener, SessionRegistry, start_listener
 from hubd.smtp.xshadow import ShadowServer
 from hubd.tracking import Tracker, TrackingEvent
 from storage import (
-    Checkpointer,
     Database,
     Repository,
     ShadowLedger,
+    Upkeep,
     Writer,
     attach_database,
     open_database,
@@ -231,15 +231,15 @@ class Node:
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(core.writer.run(), name="storage-writer")
-                    checkpointer = await self._own_queue(core, group)
+                    upkeep = await self._own_queue(core, group)
                     delivery = await self._start_delivery(core, group, stack)
                     await self._listen(core, stack)
                     self._ready.set()
                     await self._stopping.wait()
                     log.info("stopping")
+                    if upkeep is not None:
+                        await upkeep.stop()
                     await self._drain(core, delivery)
-                    if checkpointer is not None:
-                        checkpointer.stop()
             except BaseExceptionGroup as group:
                 raise _first_error(group) from None
 
@@ -267,15 +267,13 @@ class Node:
         self._core = core
         return core
 
-    async def _own_queue(self, core: _Core, group: asyncio.TaskGroup) -> Checkpointer | None:
-        """As the file's one owner: recover what a dead run held, checkpoint the WAL."""
+    async def _own_queue(self, core: _Core, group: asyncio.TaskGroup) -> Upkeep | None:
+        """As the file's one owner: recover what a dead run held, then keep the file."""
         if not self.role.owns_queue:
             return None
         poison = self.config.queue.poison_threshold
         await recover_queue(core.repository, core.tracker, self._owner, poison)
-        checkpointer = Checkpointer(core.database.path)
-        group.create_task(checkpointer.run(), name="wal-checkpoint")
-        return checkpointer
+        return start_upkeep(core.database, core.repository, group)
 
     async def _start_delivery(
         self, core: _Core, group: asyncio.TaskGroup, stack: contextlib.AsyncExitStack
@@ -451,6 +449,13 @@ class Node:
         )
 
 
+def start_upkeep(database: Database, repository: Repository, group: asyncio.TaskGroup) -> Upkeep:
+    """WAL checkpoints and spool clean-up in the background, for the queue's one owner."""
+    upkeep = Upkeep(database.path, database.spool, repository.collect_spool_garbage)
+    group.create_task(upkeep.run(), name="queue-upkeep")
+    return upkeep
+
+
 async def recover_queue(
     repository: Repository,
     tracker: Tracker,
@@ -461,6 +466,10 @@ async def recover_queue(
 ) -> None:
     """Free what a dead run held (`dead_run`, or every run but `owner`), counting a crash
     for each message; hold and log the messages that crashed too often (POISON)."""
+    if dead_run is None:  # at start-up: nothing is receiving into the spool yet
+        swept = await repository.sweep_spool()
+        if swept:
+            log.warning("removed %d spool files no queued message refers to", swept)
     recovery = await repository.recover(owner, poison_threshold, dead_run=dead_run)
     if recovery.released:
         log.warning("resuming %d recipients a dead run was delivering", recovery.released)

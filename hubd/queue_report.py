@@ -25,13 +25,14 @@ from storage import (
     open_database,
     open_reader,
 )
+from storage.spool import Spool
 
 
 async def read_queue(database: Path, queue_id: str | None = None) -> list[QueuedMessage]:
     """The queued messages of the database at `database` (or the one with `queue_id`)."""
     engine = open_reader(database)
     try:
-        return await QueueReader(engine).list_messages(queue_id)
+        return await QueueReader(engine, Spool(database.with_name("spool"))).list_messages(queue_id)
     finally:
         await engine.dispose()
 
@@ -40,7 +41,7 @@ async def read_shadows(database: Path) -> list[HeldShadow]:
     """The shadows this node holds for its peers."""
     engine = open_reader(database)
     try:
-        return await QueueReader(engine).shadows()
+        return await QueueReader(engine, Spool(database.with_name("spool"))).shadows()
     finally:
         await engine.dispose()
 

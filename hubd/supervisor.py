@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Protocol
 
 from hubd.config import Config, HostPort
-from hubd.node import Node, Role, recover_queue
+from hubd.node import Node, Role, recover_queue, start_upkeep
 from hubd.tracking import Tracker
-from storage import Checkpointer, Repository, Writer, open_database
+from storage import Repository, Writer, open_database
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ class Supervisor:
                 await recover_queue(
                     repository, tracker, f"{self._run_id}-start", config.queue.poison_threshold
                 )
-                checkpointer = Checkpointer(database.path)
-                group.create_task(checkpointer.run(), name="wal-checkpoint")
+                upkeep = start_upkeep(database, repository, group)
                 sockets = [_bind(a, LISTEN_BACKLOG) for a in config.smtp.listen]
                 self.relay_addresses = [
                     HostPort(host=a.host, port=s.getsockname()[1])
@@ -191,7 +190,7 @@ class Supervisor:
                     on_ready(self)
                 await self._stopping.wait()
                 await self._stop_children()
-                checkpointer.stop()
+                await upkeep.stop()
                 for sock in sockets:
                     sock.close()
                 await writer.stop()

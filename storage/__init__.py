@@ -1,6 +1,5 @@
 """The durable queue of a hubd node: SQLite through SQLAlchemy, with no SMTP in it."""
 
-from storage.checkpoint import Checkpointer
 from storage.database import (
     Database,
     attach_database,
@@ -24,10 +23,11 @@ from storage.model import (
 from storage.reader import QueueReader
 from storage.repository import Recovery, Repository
 from storage.shadows import ShadowLedger
+from storage.spool import Spool, SpooledBody, StoredBody
+from storage.upkeep import Upkeep
 from storage.writer import Writer
 
 __all__ = [
-    "Checkpointer",
     "Claim",
     "ClaimedRecipient",
     "Database",
@@ -44,6 +44,10 @@ __all__ = [
     "Settled",
     "ShadowLedger",
     "ShadowRecord",
+    "Spool",
+    "SpooledBody",
+    "StoredBody",
+    "Upkeep",
     "Writer",
     "attach_database",
     "open_database",

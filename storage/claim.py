@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 from storage.model import Claim, ClaimedRecipient
+from storage.spool import StoredBody
 from storage.sql import IN_IDS, ids_param
 
 SMALL_BODY = 1 << 20
@@ -31,7 +32,7 @@ _DETAILS = (
     " FROM recipients r JOIN messages m ON m.id = r.message"
     f" WHERE r.id {IN_IDS} ORDER BY r.next_attempt_at, r.id"
 )
-_BODIES = f"SELECT message, data FROM bodies WHERE message {IN_IDS}"
+_BODIES = f"SELECT message, data FROM bodies WHERE spool = '' AND message {IN_IDS}"
 _DELIVERED = f"SELECT origin, recipient FROM delivered_origins WHERE origin {IN_IDS}"
 _NEXT_DUE = f"SELECT min(next_attempt_at) FROM recipients WHERE shard = ? AND {_DUE}"
 
@@ -67,7 +68,9 @@ def claim_due(db: sqlite3.Connection, now: float, limit: int, owner: str, shard:
         return Claim(next_due=next_due)
     recipients = tuple(_claimed(row, owner) for row in db.execute(_DETAILS, (ids_param(ids),)))
     small = {r.message for r in recipients if r.size <= SMALL_BODY}
-    bodies = dict(db.execute(_BODIES, (ids_param(small),))) if small else {}
+    bodies = {
+        message: StoredBody(data) for message, data in db.execute(_BODIES, (ids_param(small),))
+    }
     origins = {r.origin for r in recipients if r.origin}
     delivered = frozenset(db.execute(_DELIVERED, (ids_param(origins),)))
     return Claim(recipients, bodies, delivered, next_due)

@@ -32,6 +32,7 @@ from storage.errors import QueueCorrupt, SchemaTooNew, StorageError
 from storage.migrate import stamp_new, upgrade
 from storage.schema import SCHEMA_VERSION, meta, metadata
 from storage.shards import reshard
+from storage.spool import Spool
 from storage.sql import driver
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class Database:
     write_engine: Engine
     read_engine: AsyncEngine
     incarnation: str
+
+    @property
+    def spool(self) -> Spool:
+        """Where this queue's bodies too big to hold live."""
+        return Spool(self.path.with_name("spool"))
 
     @property
     def write_lock(self) -> Path:
@@ -232,7 +238,7 @@ async def attach_database(path: Path, *, background_checkpoints: bool = False) -
     """Open a queue file its owner already prepared (a node's child process does this).
 
     With `background_checkpoints`, the writer never checkpoints inside a commit: a
-    storage.Checkpointer must run beside it.
+    storage.Upkeep must run beside it.
     """
     incarnation = await asyncio.to_thread(_incarnation, path)
     engine = _write_engine(path, background_checkpoints=background_checkpoints)

@@ -20,7 +20,7 @@ _MESSAGE = (
     "INSERT INTO messages (id, queue_id, sender, received_at, size, message_id, origin,"
     " client, envid, ret, upstream, upstream_incarnation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_BODY = "INSERT INTO bodies (message, data) VALUES (?, ?)"
+_BODY = "INSERT INTO bodies (message, data, spool) VALUES (?, ?, ?)"
 _RECIPIENT = (
     "INSERT INTO recipients (message, address, state, next_hop, shard, next_attempt_at,"
     " notify, orcpt) VALUES (?,?,?,?,?,?,?,?)"
@@ -39,7 +39,7 @@ def insert_messages(db: sqlite3.Connection, batch: Sequence[NewMessage], shards:
                 m.queue_id,
                 m.sender,
                 m.received_at,
-                len(m.body),
+                m.size,
                 m.message_id,
                 m.origin,
                 m.client,
@@ -51,7 +51,13 @@ def insert_messages(db: sqlite3.Connection, batch: Sequence[NewMessage], shards:
             for pk, m in zip(ids, batch, strict=True)
         ],
     )
-    db.executemany(_BODY, [(pk, m.body) for pk, m in zip(ids, batch, strict=True)])
+    db.executemany(
+        _BODY,
+        [
+            (pk, m.body, m.spooled.name if m.spooled is not None else "")
+            for pk, m in zip(ids, batch, strict=True)
+        ],
+    )
     db.executemany(
         _RECIPIENT,
         [

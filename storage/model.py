@@ -10,6 +10,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from storage.spool import SpooledBody, StoredBody
+
 
 class RecipientState(enum.StrEnum):
     """Where one recipient of a queued message stands."""
@@ -52,6 +54,12 @@ class NewMessage:
     ret: str = ""
     upstream: str = ""  # XSHADOW: the peer owed a discard notice, with its incarnation
     upstream_incarnation: str = ""
+    # A body too big to hold: `body` is then its head, the spool file the rest.
+    spooled: SpooledBody | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + (self.spooled.size if self.spooled is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,7 @@ class Claim:
     recipients: tuple[ClaimedRecipient, ...] = ()
     # Message row id -> stored bytes, for messages small enough to carry with the claim
     # (bigger ones are read apart, outside the write transaction).
-    bodies: Mapping[int, bytes] = field(default_factory=dict, repr=False)
+    bodies: Mapping[int, StoredBody] = field(default_factory=dict, repr=False)
     # (origin key, lower-cased recipient) pairs of these messages already delivered at
     # their final hop: the duplicate check, read in the claim's transaction.
     delivered: frozenset[tuple[str, str]] = frozenset()

@@ -14,21 +14,32 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.model import HeldShadow, QueuedMessage, QueuedRecipient, RecipientState
 from storage.schema import bodies, messages, recipients, shadows, stats
+from storage.spool import Spool, StoredBody
 
 DUE = and_(recipients.c.state == RecipientState.PENDING, recipients.c.lease_owner.is_(None))
 
 
 class QueueReader:
-    """Read queries over one queue database."""
+    """Read queries over one queue database (whose spool files are in `spool`)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, spool: Spool) -> None:
         self._read = engine
+        self._spool = spool
 
-    async def load_body(self, message: int) -> bytes | None:
+    async def load_body(self, message: int) -> StoredBody | None:
         """The stored bytes of a message (by row id), or None when it is gone."""
         async with self._read.connect() as conn:
-            result = await conn.execute(select(bodies.c.data).where(bodies.c.message == message))
-            return result.scalar_one_or_none()
+            result = await conn.execute(
+                select(bodies.c.data, bodies.c.spool, messages.c.size)
+                .join(messages, messages.c.id == bodies.c.message)
+                .where(bodies.c.message == message)
+            )
+            row = result.first()
+        if row is None:
+            return None
+        if not row.spool:
+            return StoredBody(row.data)
+        return StoredBody(row.data, self._spool.path(row.spool), row.size - len(row.data))
 
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""

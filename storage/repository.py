@@ -13,6 +13,7 @@ See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the call
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,7 +108,7 @@ class Repository(QueueReader):
     """Domain verbs over one node's queue database: reads, and writes through the writer."""
 
     def __init__(self, database: Database, writer: Writer, *, shards: int = 1) -> None:
-        super().__init__(database.read_engine)
+        super().__init__(database.read_engine, database.spool)
         self.database = database
         self._writer = writer
         self._shards = shards
@@ -132,7 +133,10 @@ class Repository(QueueReader):
         """Lease up to `limit` due recipients of `shard` to the delivery run `owner`, with
         their bodies (when small), the duplicate check and the next due time."""
         return await self._writer.submit(
-            "claim", lambda conn: claim_due(driver(conn), now, limit, owner, shard)
+            "claim",
+            lambda conn: claim_due(driver(conn), now, limit, owner, shard),
+            # A lease lost in a power cut is harmless: every lease is stale at start-up.
+            durable=False,
         )
 
     async def record_outcomes(
@@ -162,6 +166,30 @@ class Repository(QueueReader):
         return await self._writer.submit(
             "recover", lambda conn: _recover(conn, owner, poison_threshold, dead_run)
         )
+
+    async def collect_spool_garbage(self) -> list[str]:
+        """Forget the spool files of deleted bodies; the caller unlinks them (committed)."""
+
+        def apply(conn: Connection) -> list[str]:
+            db = driver(conn)
+            names = [name for (name,) in db.execute("SELECT name FROM spool_garbage LIMIT 1000")]
+            db.executemany("DELETE FROM spool_garbage WHERE name = ?", [(n,) for n in names])
+            return names
+
+        return await self._writer.submit("spool", apply)
+
+    async def sweep_spool(self) -> int:
+        """At start-up (no session receiving yet): delete spool files no body refers to."""
+
+        def apply(conn: Connection) -> set[str]:
+            db = driver(conn)
+            db.execute("DELETE FROM spool_garbage")
+            return {name for (name,) in db.execute("SELECT spool FROM bodies WHERE spool != ''")}
+
+        spool = self.database.spool
+        spool.prepare()
+        referenced = await self._writer.submit("spool", apply)
+        return await asyncio.to_thread(spool.sweep, referenced)
 
     async def hold(self, queue_id: str) -> int:
         """Suspend a message's pending recipients; returns how many."""

@@ -1,7 +1,8 @@
 """The queue database's tables and its schema version.
 
-Owns: table definitions (messages, bodies, recipients, meta, stats; XSHADOW's shadows,
-early_discards, taken, peers, upstreams, notices; delivered_origins) and SCHEMA_VERSION.
+Owns: table definitions (messages, bodies, recipients, meta, stats, spool_garbage; XSHADOW's
+shadows, early_discards, taken, peers, upstreams, notices; delivered_origins), the trigger
+that collects the spool files of deleted bodies, and SCHEMA_VERSION.
 Not: opening the file (database.py) or the verbs over it (repository.py).
 Limits: states are stored by name (RecipientState in repository.py).
 """
@@ -9,6 +10,7 @@ Limits: states are stored by name (RecipientState in repository.py).
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     Column,
     Float,
     ForeignKey,
@@ -18,11 +20,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     text,
 )
 
 # Bumped by each migration that an older hubd could not read (storage/migrations/).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # what hubd 0.1 checks; revisions since 0002 are refused by Alembic
 
 metadata = MetaData()
 
@@ -70,9 +73,18 @@ bodies = Table(
     metadata,
     Column("message", Integer, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
     Column("data", LargeBinary, nullable=False),
-    # A body past smtp.spool_threshold: its file's name under <data_dir>/spool/ ("data" empty).
+    # A body past smtp.spool_threshold: "data" holds its head (the trace headers this node
+    # added), the file <data_dir>/spool/<spool> the rest, as received.
     Column("spool", String, nullable=False, server_default=""),
 )
+
+# Spool files whose body row is gone (by any path: delivery, removal, cascades), to unlink.
+spool_garbage = Table("spool_garbage", metadata, Column("name", String, primary_key=True))
+SPOOL_GARBAGE_TRIGGER = (
+    "CREATE TRIGGER bodies_spool_garbage AFTER DELETE ON bodies WHEN old.spool != ''"
+    " BEGIN INSERT OR IGNORE INTO spool_garbage (name) VALUES (old.spool); END"
+)
+event.listen(metadata, "after_create", DDL(SPOOL_GARBAGE_TRIGGER))  # type: ignore[no-untyped-call]
 
 recipients = Table(
     "recipients",

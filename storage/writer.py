@@ -6,6 +6,8 @@ Public: Writer (start(), submit(), stop()), WriteOp, Bulk.
 Failures: an operation that raises is rolled back alone (the batch is run again with a
 savepoint per operation) and its caller gets the exception; a failed COMMIT fails every
 caller of that batch.
+Durability: a batch is fsynced at commit (synchronous=FULL) when any operation in it is
+durable, which is every one but the claims of due work.
 Limits: operations are synchronous functions over a SQLAlchemy Connection, run in the
 writer's own thread (one hop per batch, not per statement); keep them short. Batches
 hold at most `max_batch` operations. Several processes' writers on one file take turns
@@ -64,6 +66,9 @@ class WriteOp(Generic[T]):
     apply: Callable[[Connection], T]
     bulk: Bulk | None = None
     payload: Any = None
+    # False: losing this work in a power cut is harmless (a lease, say: every lease is stale
+    # at the next start), so a batch of nothing else is committed without an fsync.
+    durable: bool = True
     future: asyncio.Future[T] = field(init=False)
     result: Any = None
     error: BaseException | None = None
@@ -111,9 +116,20 @@ def _lock_wait_bucket(waited_us: float) -> str:
     return f"lock_wait_us_le:{bound}"
 
 
+def _set_durability(conn: Connection, batch: list[WriteOp[Any]]) -> None:
+    # WAL with synchronous=NORMAL commits without an fsync and stays consistent; the next
+    # FULL commit's fsync covers the frames before it too.
+    mode = "FULL" if any(op.durable for op in batch) else "NORMAL"
+    info = conn.info
+    if info.get("synchronous") != mode:
+        driver(conn).execute(f"PRAGMA synchronous={mode}")
+        info["synchronous"] = mode
+
+
 def _run(conn: Connection, batch: list[WriteOp[Any]], waited_us: float, careful: bool) -> None:
     labels: Counter[str] = Counter()
     bulks: dict[Bulk, list[WriteOp[Any]]] = {}
+    _set_durability(conn, batch)
     with conn.begin():
         for op in batch:
             if op.bulk is not None:
@@ -194,14 +210,16 @@ class Writer:
         *,
         bulk: Bulk | None = None,
         payload: Any = None,
+        durable: bool = True,
     ) -> T:
-        """Run `apply` in the next batch; return once the batch holding it is committed.
+        """Run `apply` in the next batch; return once the batch holding it is committed
+        (and, when `durable`, fsynced).
 
         Work submitted before run() starts waits for it; after stop(), none is taken.
         """
         if self._closed:
             raise RuntimeError("storage writer is not running")
-        op: WriteOp[T] = WriteOp(label, apply, bulk, payload)
+        op: WriteOp[T] = WriteOp(label, apply, bulk, payload, durable)
         op.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(op)
         return await op.future

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hubd.routing import NextHop
-from storage import ClaimedRecipient, ShadowRecord
+from storage import ClaimedRecipient, ShadowRecord, StoredBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class DeliveryJob:
     sender: str
     received_at: float
     message_id: str | None
-    body: bytes
+    body: StoredBody
     recipients: Sequence[ClaimedRecipient]
     origin: str = ""
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from hubd.delivery.courier import DeliveryJob, RecipientResult
@@ -82,15 +84,17 @@ def make_maildir(folder: Path) -> None:
         _fsync_dir(path.parent)
 
 
-def deliver_file(folder: Path, name: str, data: bytes) -> bool:
-    """Put `data` into the Maildir `folder` as `name`; False when it is already there."""
+def deliver_file(folder: Path, name: str, parts: Iterable[bytes]) -> bool:
+    """Put the bytes of `parts` into the Maildir `folder` as `name`; False when it is already
+    there (then `parts` is not read)."""
     make_maildir(folder)
     final = folder / "new" / name
     if final.exists() or (folder / "cur" / f"{name}:2,").exists():
         return False
     temporary = folder / "tmp" / name
     with temporary.open("wb") as handle:
-        handle.write(data)
+        for part in parts:
+            handle.write(part)
         handle.flush()
         os.fsync(handle.fileno())
     temporary.rename(final)
@@ -110,7 +114,6 @@ class MaildirCourier:
 
     def _deliver_all(self, job: DeliveryJob) -> list[RecipientResult]:
         trace = f"Return-Path: <{job.sender}>\r\n".encode("utf-8", "surrogateescape")
-        data = trace + job.body
         # Named after the origin key alone, not this node's copy: the write that a crash left
         # unrecorded is then found by any copy, whichever is delivered first after a restart.
         # The time is the origin's receipt, read from its queue id (0 if it records none).
@@ -124,7 +127,7 @@ class MaildirCourier:
                 received_at, queue_id, recipient.address, self._hostname, origin=job.origin
             )
             try:
-                written = deliver_file(folder, name, data)
+                written = deliver_file(folder, name, itertools.chain([trace], job.body.chunks()))
             except OSError as error:
                 results.append(
                     RecipientResult(recipient, 451, f"4.3.0 Mailbox write failed: {error}")

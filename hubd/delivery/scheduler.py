@@ -22,11 +22,12 @@ from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
 from hubd.delivery.notices import Notifier
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
+from hubd.dsn import MAX_RETURNED_BYTES
 from hubd.routing import HopKind, NextHop, Router
 from hubd.shadow.client import record_discard
 from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
-from storage import Claim, ClaimedRecipient, Repository
+from storage import Claim, ClaimedRecipient, Repository, StoredBody
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,19 @@ class _Job:
 
     hop: NextHop
     recipients: list[ClaimedRecipient]
-    body: bytes | None  # None: too big to come with the claim, read it apart
+    body: StoredBody | None  # None: too big to come with the claim, read it apart
     busy: bool = False  # another copy of the same origin key is in delivery: wait
     duplicates: frozenset[str] = frozenset()  # lower-cased addresses already delivered
     reserved: frozenset[tuple[str, str]] = frozenset()
+
+
+def _returnable(body: StoredBody | None) -> bytes:
+    """What a DSN may return of the message: all of a small one, the start of a big one."""
+    if body is None:
+        return b""
+    if body.spool is None:
+        return body.head
+    return body.prefix(MAX_RETURNED_BYTES + 1)
 
 
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
@@ -163,7 +173,7 @@ class Scheduler:
         self,
         hop: NextHop,
         recipients: list[ClaimedRecipient],
-        body: bytes | None,
+        body: StoredBody | None,
         delivered: frozenset[tuple[str, str]],
     ) -> _Job:
         """Decide, before any await, which recipients are duplicates or must wait.
@@ -189,7 +199,7 @@ class Scheduler:
                 if body is None:
                     body = await self._repository.load_body(job.recipients[0].message)
                 results = await self._attempt(job, body)
-            final = await self._record(job.hop, job.recipients[0], body or b"", results)
+            final = await self._record(job.hop, job.recipients[0], body, results)
         except Exception:
             log.exception("delivery job for %s failed", job.recipients[0].queue_id)
         finally:
@@ -199,7 +209,7 @@ class Scheduler:
             self._in_flight -= len(job.recipients)
             self._wake.set()
 
-    async def _attempt(self, job: _Job, body: bytes | None) -> list[RecipientResult]:
+    async def _attempt(self, job: _Job, body: StoredBody | None) -> list[RecipientResult]:
         hop = job.hop
         down = self._hop_down.get(hop.key)
         if down is not None and down[0] > self._clock():
@@ -220,7 +230,7 @@ class Scheduler:
             self._hop_down.pop(hop.key, None)
         return results
 
-    async def _try(self, job: _Job, body: bytes | None) -> list[RecipientResult]:
+    async def _try(self, job: _Job, body: StoredBody | None) -> list[RecipientResult]:
         hop, recipients = job.hop, job.recipients
         first = recipients[0]
         courier = self._couriers.get(hop.kind)
@@ -260,7 +270,11 @@ class Scheduler:
             return results + [RecipientResult(r, 451, text) for r in to_send]
 
     async def _record(
-        self, hop: NextHop, first: ClaimedRecipient, body: bytes, results: list[RecipientResult]
+        self,
+        hop: NextHop,
+        first: ClaimedRecipient,
+        body: StoredBody | None,
+        results: list[RecipientResult],
     ) -> set[tuple[str, str]]:
         """Commit the results (and the DSNs they cause), log them; returns the origin keys
         that reached their final hop."""
@@ -276,7 +290,12 @@ class Scheduler:
             for result in results
         ]
         notices = self._notifier.notices(
-            hop=hop, first=first, body=body, results=results, decisions=decisions, now=now
+            hop=hop,
+            first=first,
+            body=_returnable(body),
+            results=results,
+            decisions=decisions,
+            now=now,
         )
         settled = await self._repository.record_outcomes(
             [d.outcome for d in decisions], [n.message for n in notices], now=now

@@ -160,7 +160,7 @@ class TestDeliverFile:
     def test_writes_into_new(self, tmp_path: Path) -> None:
         """A first delivery creates the Maildir and leaves the data in new/, tmp/ empty."""
         folder = tmp_path / "corp.test" / "bob"
-        assert deliver_file(folder, "m1", b"data\r\n") is True
+        assert deliver_file(folder, "m1", [b"data\r\n"]) is True
         assert (folder / "new" / "m1").read_bytes() == b"data\r\n"
         assert list((folder / "tmp").iterdir()) == []
         assert (folder / "cur").is_dir()
@@ -168,8 +168,8 @@ class TestDeliverFile:
     def test_second_delivery_is_a_no_op(self, tmp_path: Path) -> None:
         """Delivering the same name again returns False and leaves exactly one file."""
         folder = tmp_path / "corp.test" / "bob"
-        assert deliver_file(folder, "m1", b"first\r\n") is True
-        assert deliver_file(folder, "m1", b"second\r\n") is False
+        assert deliver_file(folder, "m1", [b"first\r\n"]) is True
+        assert deliver_file(folder, "m1", [b"second\r\n"]) is False
         assert [p.name for p in (folder / "new").iterdir()] == ["m1"]
         assert (folder / "new" / "m1").read_bytes() == b"first\r\n"
         assert list((folder / "tmp").iterdir()) == []
@@ -177,14 +177,14 @@ class TestDeliverFile:
     def test_already_read_counts_as_delivered(self, tmp_path: Path) -> None:
         """A copy the reader moved to cur/ (as name:2,) is not delivered again."""
         folder = tmp_path / "corp.test" / "bob"
-        deliver_file(folder, "m1", b"data\r\n")
+        deliver_file(folder, "m1", [b"data\r\n"])
         (folder / "new" / "m1").rename(folder / "cur" / "m1:2,")
-        assert deliver_file(folder, "m1", b"data\r\n") is False
+        assert deliver_file(folder, "m1", [b"data\r\n"]) is False
         assert list((folder / "new").iterdir()) == []
 
     def test_other_names_are_separate(self, tmp_path: Path) -> None:
         """Different names are different messages in the same Maildir."""
         folder = tmp_path / "corp.test" / "bob"
-        assert deliver_file(folder, "m1", b"1\r\n") is True
-        assert deliver_file(folder, "m2", b"2\r\n") is True
+        assert deliver_file(folder, "m1", [b"1\r\n"]) is True
+        assert deliver_file(folder, "m2", [b"2\r\n"]) is True
         assert sorted(p.name for p in (folder / "new").iterdir()) == ["m1", "m2"]

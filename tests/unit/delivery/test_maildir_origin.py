@@ -13,7 +13,7 @@ from hubd.delivery.courier import DeliveryJob
 from hubd.delivery.maildir import MaildirCourier
 from hubd.queueid import new_queue_id, queue_id_time
 from hubd.routing import HopKind, NextHop
-from storage import ClaimedRecipient
+from storage import ClaimedRecipient, StoredBody
 
 T0 = 1_700_000_000.0
 ORIGIN = f"h1.0123456789abcdef.{new_queue_id(T0, random.Random(1))}"
@@ -47,7 +47,7 @@ def _job(queue_id: str, received_at: float, origin: str, *addresses: str) -> Del
         "alice@client.test",
         received_at,
         None,
-        b"Subject: x\r\n\r\nx\r\n",
+        StoredBody(b"Subject: x\r\n\r\nx\r\n"),
         recipients,
         origin,
     )

@@ -57,6 +57,6 @@ class TestDueQuery:
         first = await repository.claim_due(now, 10, "run-1")
         assert [c.queue_id for c in first.recipients] == ["Q2", "Q1"]
         assert first.next_due == now + 30.0
-        assert {first.bodies[c.message] for c in first.recipients} == {b"x\r\n"}
+        assert {first.bodies[c.message].head for c in first.recipients} == {b"x\r\n"}
         assert (await repository.claim_due(now, 10, "run-2")).recipients == ()
         assert (await repository.claim_due(now + 60, 10, "run-2")).recipients != ()
