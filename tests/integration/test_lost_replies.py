@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import select
 
+from hubd.config import Config, load_config
 from hubd.node import Node
-from hubd.testing import FaultProxy, async_wait_until, free_loopback_address, maildir_messages
+from hubd.testing import (
+    FaultProxy,
+    NodeProcess,
+    async_wait_until,
+    free_loopback_address,
+    maildir_messages,
+    write_config,
+)
 from hubd.tracking import read_events
-from storage import Repository, ShadowLedger
-from storage.schema import notices
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, merge, node_settings
 
 pytestmark = pytest.mark.integration
 
@@ -69,51 +76,60 @@ CUT_POINTS = [
 ]
 
 
-def _send(node: Node, message_ids: list[str]) -> None:
-    address = node.relay_addresses[0]
-    with smtplib.SMTP(address.host, address.port, local_hostname="client.test", timeout=10) as c:
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One node of the pair, in this process or as a `hubd serve` of several processes: the
+    test looks at it only from outside (its relay address, Maildir, tracking log, and its
+    queue file read-only), so both kinds are checked the same way."""
+
+    relay: tuple[str, int]
+    config: Config
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        path = self.config.node.data_dir / "queue.db"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def count(self, sql: str) -> int:
+        return int(self.query(sql)[0][0])
+
+
+def _send(side: Side, message_ids: list[str]) -> None:
+    with smtplib.SMTP(*side.relay, local_hostname="client.test", timeout=10) as c:
         for n, message_id in enumerate(message_ids):
             data = f"Subject: {n}\r\nMessage-ID: {message_id}\r\n\r\nbody {n}\r\n".encode()
             c.sendmail("alice@client.test", ["bob@corp.test"], data)
 
 
-def _delivered(node: Node) -> Counter[str]:
-    """Message-IDs in bob's Maildir at `node`, counted."""
+def _delivered(side: Side) -> Counter[str]:
+    """Message-IDs in bob's Maildir at `side`, counted."""
     ids: Counter[str] = Counter()
-    for data in maildir_messages(node.config.mailbox_dir / "corp.test" / "bob").values():
+    for data in maildir_messages(side.config.mailbox_dir / "corp.test" / "bob").values():
         for line in data.split(b"\r\n"):
             if line.lower().startswith(b"message-id:"):
                 ids[line.split(b":", 1)[1].strip().decode()] += 1
     return ids
 
 
-def _events(node: Node, event: str) -> list[dict[str, Any]]:
-    tracking = node.config.node.data_dir / "tracking"
+def _events(side: Side, event: str) -> list[dict[str, Any]]:
+    tracking = side.config.node.data_dir / "tracking"
     return [e for e in read_events(tracking) if e["event"] == event] if tracking.exists() else []
 
 
-async def _owed_seqs(node: Node) -> list[int]:
-    """Sequence numbers of the discard notices `node` still owes its upstreams."""
-    assert node.database is not None
-    async with node.database.read_engine.connect() as conn:
-        result = await conn.execute(select(notices.c.seq).order_by(notices.c.seq))
-        return list(result.scalars())
-
-
-def _repository(node: Node) -> Repository:
-    assert node.repository is not None
-    return node.repository
-
-
-def _ledger(node: Node) -> ShadowLedger:
-    assert node.ledger is not None
-    return node.ledger
+# Peers this node must still call: it holds shadows there, declared them dead, or owes XQTAKEN.
+_CALLS_OWED = (
+    "SELECT (SELECT count(*) FROM shadows) + (SELECT count(*) FROM peers WHERE dead = 1)"
+    " + (SELECT count(*) FROM taken)"
+)
 
 
 class Pair:
     """A -> FaultProxy -> B, with the waits every case shares."""
 
-    def __init__(self, a: Node, b: Node, proxy: FaultProxy) -> None:
+    def __init__(self, a: Side, b: Side, proxy: FaultProxy) -> None:
         self.a, self.b, self.proxy = a, b, proxy
 
     async def send(self, message_ids: list[str]) -> None:
@@ -122,42 +138,81 @@ class Pair:
     async def settled(self, message_ids: list[str], what: str) -> None:
         """Wait until B has every message and neither node holds anything for them."""
 
-        async def done() -> bool:
+        def done() -> bool:
             return (
                 set(message_ids) <= set(_delivered(self.b))
-                and not await _repository(self.a).list_messages()
-                and not await _repository(self.b).list_messages()
-                and not await _ledger(self.a).heartbeat_targets()  # no shadow, no dead peer
+                and self.a.count("SELECT count(*) FROM messages") == 0
+                and self.b.count("SELECT count(*) FROM messages") == 0
+                and self.a.count(_CALLS_OWED) == 0  # no shadow, no dead peer
             )
 
         await async_wait_until(done, WITHIN, what)
 
-    async def a_ack(self) -> int:
+    def a_ack(self) -> int:
         """The last notice sequence A processed from B."""
-        state = await _ledger(self.a).peer_state(self.proxy.address)
-        assert state is not None, "A never completed XSHADOW with B"
-        return state[2]
+        rows = self.a.query("SELECT ack FROM peers WHERE address = ?", self.proxy.address)
+        assert rows, "A never completed XSHADOW with B"
+        return int(rows[0][0])
+
+    def owed_seqs(self) -> list[int]:
+        """Sequence numbers of the discard notices B still owes its upstreams."""
+        return [seq for (seq,) in self.b.query("SELECT seq FROM notices ORDER BY seq")]
 
     async def no_notice_owed(self, what: str) -> None:
-        async def none_owed() -> bool:
-            return await _ledger(self.b).owed_notices() == 0
-
-        await async_wait_until(none_owed, WITHIN, what)
+        await async_wait_until(lambda: not self.owed_seqs(), WITHIN, what)
 
 
-@pytest.fixture
-async def pair(start_node: NodeFactory) -> AsyncIterator[Pair]:
-    b = await start_node("b", local_domains=["corp.test"])
-    target = b.relay_addresses[0]
+def _in_process(node: Node) -> Side:
+    address = node.relay_addresses[0]
+    return Side((address.host, address.port), node.config)
+
+
+def _split_node(root: Path, name: str, **overrides: Any) -> tuple[NodeProcess, Side]:
+    host, port = free_loopback_address()
+    settings = merge(
+        node_settings(root / name, name, host, port), {"node": {"processes": 2}, **overrides}
+    )
+    path = write_config(root / f"{name}.toml", settings)
+    return NodeProcess(path, (host, port), root / f"{name}.log"), Side(
+        (host, port), load_config(path)
+    )
+
+
+@pytest.fixture(params=["one-process", "split"])
+async def pair(
+    request: pytest.FixtureRequest, start_node: NodeFactory, tmp_path: Path
+) -> AsyncIterator[Pair]:
+    """A and B in this process, or as `hubd serve` with an acceptor and a delivery process
+    each."""
+    if request.param == "one-process":
+        b = await start_node("b", local_domains=["corp.test"])
+        target = b.relay_addresses[0]
+        host, _ = free_loopback_address()
+        async with FaultProxy(host, target.host, target.port, source_host=host) as proxy:
+            routes = [{"domains": ["corp.test"], "next_hops": [proxy.address]}]
+            a = await start_node("a", routes=routes)
+            yield Pair(_in_process(a), _in_process(b), proxy)
+        return
+    b_node, b_side = _split_node(tmp_path, "b", local_domains=["corp.test"])
+    await asyncio.to_thread(b_node.start)
     host, _ = free_loopback_address()
-    async with FaultProxy(host, target.host, target.port, source_host=host) as proxy:
-        a = await start_node("a", routes=[{"domains": ["corp.test"], "next_hops": [proxy.address]}])
-        yield Pair(a, b, proxy)
+    try:
+        async with FaultProxy(host, *b_side.relay, source_host=host) as proxy:
+            routes = [{"domains": ["corp.test"], "next_hops": [proxy.address]}]
+            a_node, a_side = _split_node(tmp_path, "a", routes=routes)
+            await asyncio.to_thread(a_node.start)
+            try:
+                yield Pair(a_side, b_side, proxy)
+            finally:
+                a_node.kill()
+    finally:
+        b_node.kill()
 
 
 @pytest.mark.parametrize("point", CUT_POINTS)
 async def test_lost_reply(pair: Pair, point: CutPoint, request: pytest.FixtureRequest) -> None:
-    """One cut at this point: each message reaches B's Maildir once and every shadow goes."""
+    """One cut at this point: each message reaches B's Maildir once and every shadow goes,
+    with nodes of one process and of several."""
     case = request.node.callspec.id
     rule = pair.proxy.cut(point.direction, point.pattern, when=point.when)
     message_ids = [f"<{case}-{n}@client.test>" for n in range(COUNT)]
@@ -211,8 +266,8 @@ async def test_lost_reply(pair: Pair, point: CutPoint, request: pytest.FixtureRe
     assert not _events(pair.a, "RESUBMIT")
 
     # B owes A no notice that A has not processed: any left are at or below A's ACK.
-    ack = await pair.a_ack()
-    assert all(seq <= ack for seq in await _owed_seqs(pair.b)), (ack, await _owed_seqs(pair.b))
+    ack = pair.a_ack()
+    assert all(seq <= ack for seq in pair.owed_seqs()), (ack, pair.owed_seqs())
     if point.acknowledged:
         # Acknowledged (even when the reply to the acknowledgement was lost): forgotten.
         await pair.no_notice_owed("B to forget the notices A acknowledged")
