@@ -144,7 +144,7 @@ class NodeConfig(_Section):
     hostname: str = Field("localhost", description="EHLO and banner name.")
     data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
     processes: int = Field(
-        1,
+        0,
         ge=0,
         le=256,
         description="Processes of the node: 1 runs everything in one; more are split into"

@@ -29,7 +29,6 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.errors import QueueCorrupt, SchemaTooNew, StorageError
-from storage.migrate import stamp_new, upgrade
 from storage.schema import SCHEMA_VERSION, meta, metadata
 from storage.shards import reshard
 from storage.spool import Spool
@@ -159,6 +158,10 @@ def _prepare(conn: Connection, make_incarnation: Callable[[], str], shards: int)
 
 
 def _create_or_migrate(conn: Connection, make_incarnation: Callable[[], str]) -> str:
+    # Alembic is imported only here: a node's children attach to a prepared file, and
+    # importing it costs each of them a noticeable part of its start-up.
+    from storage.migrate import stamp_new, upgrade
+
     has_meta = conn.exec_driver_sql(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
     ).first()

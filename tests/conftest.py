@@ -34,7 +34,14 @@ def node_settings(data_dir: Path, name: str, host: str, port: int = 0) -> dict[s
     """A test node's configuration: its own address, fast retries, short timeouts."""
     return {
         "local_domains": [],
-        "node": {"name": name, "hostname": f"{name}.hubd.test", "data_dir": str(data_dir)},
+        # One process unless a test asks for more: quick to start; the tests of kills, lost
+        # replies, shadows and chaos run nodes of several processes too.
+        "node": {
+            "name": name,
+            "hostname": f"{name}.hubd.test",
+            "data_dir": str(data_dir),
+            "processes": 1,
+        },
         "smtp": {"listen": [f"{host}:{port}"], "trusted_networks": ["127.0.0.0/8"]},
         "queue": {"retry": ["1s"], "expiry": "1h"},
         "delivery": {"tls": "off", "connect_timeout": "5s", "command_timeout": "10s"},

@@ -147,6 +147,8 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
             "name": plan.name,
             "hostname": f"{plan.name}.hubd.test",
             "data_dir": plan.data_dir,
+            # One process each: a local cluster of six nodes on a laptop, quick to start.
+            "processes": 1,
         },
         "smtp": {"listen": listen, "trusted_networks": ["127.0.0.0/8", "::1/128"]},
         "queue": {"retry": ["5s", "30s", "1m", "5m"], "expiry": "2d", "delay_notice": "4h"},

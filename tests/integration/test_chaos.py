@@ -140,6 +140,8 @@ class ChaosCluster:
             # The test's kills have nothing to do with the messages: a poison hold would be
             # right, but it is not what this test measures.
             "queue": {"retry": ["1s"], "poison_threshold": 1000},
+            # Each node an acceptor and a delivery process: the chaos also kills one of them.
+            "node": {"processes": 2},
         }
         settings = merge(
             merge(node_settings(self.data_dir(name), name, host, port), common), overrides
@@ -175,6 +177,12 @@ class ChaosCluster:
     async def start(self, name: str) -> None:
         await asyncio.to_thread(self.nodes[name].start, 60.0)
         self.events.append(ChaosEvent(time.time(), name, "start"))
+
+    def kill_child(self, name: str, child: str) -> None:
+        """SIGKILL one child process of a node; its supervisor starts another."""
+        with contextlib.suppress(KeyError, ProcessLookupError):
+            self.nodes[name].kill_child(child)
+            self.events.append(ChaosEvent(time.time(), name, f"kill {child}"))
 
     def kill(self, name: str, *, wipe: bool = False) -> None:
         """SIGKILL; with `wipe`, the data dir goes too (moved aside, for the post-mortem)."""
@@ -280,6 +288,9 @@ class Stream:
         self._rng = random.Random(f"stream-{seed}")
         self.submissions: list[Submission] = []
         self.finished = asyncio.Event()
+        # A count-bounded run goes on (up to 4x) until the chaos has done what the test
+        # checks it did: on a slow machine restarts take long, and actions are fewer.
+        self.chaos_done: Callable[[], bool] = lambda: True
 
     @property
     def progress(self) -> float:
@@ -294,7 +305,8 @@ class Stream:
     def _more(self) -> bool:
         if self._deadline is not None:
             return time.monotonic() < self._deadline
-        return len(self.submissions) < self._count
+        sent = len(self.submissions)
+        return sent < self._count or (not self.chaos_done() and sent < 4 * self._count)
 
     async def run(self) -> None:
         try:
@@ -424,6 +436,13 @@ class Chaos:
         due = [s for s in self.stream.acknowledged() if s.answered <= moment and only(s)]
         return expected_copies(due) <= set(self.scan.refresh())
 
+    def did_enough(self) -> bool:
+        """At least three kills, a hub wiped, and H1 wiped where that is allowed."""
+        events = self.cluster.events
+        kills = sum(1 for e in events if e.action == "kill")
+        wiped = {e.node for e in events if e.action == "wipe"}
+        return kills >= 3 and bool(wiped & set(HUBS)) and (not self.wipe_entry or "h1" in wiped)
+
     def may_wipe(self, name: str) -> bool:
         """One disk at a time: the previous wipe's consequences must have reached M."""
         if self.last_wipe is not None and not self._delivered_before(
@@ -456,11 +475,13 @@ class Chaos:
             ("kill-entry", 1.5),
             ("kill-two", 1.0),
             ("wipe-entry", 1.5 if self.wipe_entry else 0.0),
+            ("kill-child", 2.0),
         ]
         rng = self.rng
         action = rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
         hub = rng.choice(HUBS)
         pair = rng.sample(NODES, 2)
+        child = rng.choice(("acceptor-0", "delivery-0"))
         down = {"hub": rng.uniform(0.3, 6.0), "m": rng.uniform(0.3, 7.0)}
         down |= {"h1": rng.uniform(0.3, 4.0), "pair": rng.uniform(0.3, 6.0)}
         # Each run wipes a hub that holds primaries and shadows, and H1 when that is allowed.
@@ -490,6 +511,9 @@ class Chaos:
         elif action in ("kill-entry", "wipe-entry"):
             wipe = {"h1"} if action == "wipe-entry" else set()
             await self._outage({"h1": down["h1"]}, wipe=wipe)
+        elif action == "kill-child":
+            # One process of a node, not the node: its supervisor restarts it at once.
+            self.cluster.kill_child(pair[0], child)
         else:  # kill-two
             await self._outage({pair[0]: down["pair"], pair[1]: down["hub"]})
 
@@ -647,6 +671,7 @@ async def run_chaos(
     stream = Stream(seed, cluster.addresses["h1"], MESSAGES, SECONDS)
     scan = MaildirScan(cluster.maildir())
     chaos = Chaos(cluster, stream, scan, random.Random(seed), wipe_entry=wipe_entry)
+    stream.chaos_done = chaos.did_enough
     async with asyncio.TaskGroup() as group:
         group.create_task(stream.run(), name="stream")
         group.create_task(chaos.run(), name="chaos")

@@ -52,7 +52,11 @@ class Chain:
 
     def _write(self, name: str, overrides: dict[str, Any]) -> None:
         host, port = self.addresses[name]
-        settings = merge(node_settings(self.data_dir(name), name, host, port), overrides)
+        # Nodes of an acceptor and a delivery process: shadows cross the process split.
+        split = {"node": {"processes": 2}}
+        settings = merge(
+            merge(node_settings(self.data_dir(name), name, host, port), split), overrides
+        )
         config = write_config(self.root / f"{name}.toml", settings)
         self.nodes[name] = NodeProcess(config, (host, port), self.root / f"{name}.log")
 
