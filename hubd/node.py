@@ -252,7 +252,13 @@ class Node:
         else:
             database = await attach_database(path)
         stack.push_async_callback(database.close)
-        tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
+        tracker = Tracker(
+            data_dir / "tracking",
+            config.node.name,
+            self._clock,
+            max_file_size=config.tracking.max_file_size,
+            max_age=config.tracking.max_age,
+        )
         stack.callback(tracker.close)
         writer = Writer(database.write_engine, lock=database.write_lock)
         core = _Core(
