@@ -178,6 +178,28 @@ def read_submission(
         return Refusal("the file does not start with a header section (RFC 5322)")
     if len(_RECEIVED.findall(head)) > limits.max_received_headers:
         return Refusal(f"more than {limits.max_received_headers} Received: headers (a loop)")
+    try:
+        return _submission(
+            headers,
+            head=head,
+            body=body,
+            source=source,
+            limits=limits,
+            default_message_id=default_message_id,
+        )
+    except Exception as error:  # email's parser raises on some input (IndexError on '"a b"@')
+        return Refusal(f"a header cannot be parsed ({type(error).__name__})")
+
+
+def _submission(
+    headers: Message,
+    *,
+    head: bytes,
+    body: bytes,
+    source: Source,
+    limits: SubmissionLimits,
+    default_message_id: str,
+) -> Submission | Refusal:
     envelope = _envelope(headers, source, limits)
     if isinstance(envelope, Refusal):
         return envelope
