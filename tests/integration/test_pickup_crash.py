@@ -1,9 +1,10 @@
 """kill -9 of a real `hubd serve` while it takes pickup files: none lost, none taken twice.
 
 300 files wait in the pickup directory of a node that delivers them to local Maildirs. The
-node is killed with SIGKILL three times while it works through them (after about 60, 140
-and 220 are gone from the directory), and started again each time on the same data. In the
-end every file's message is in its mailbox exactly once, and nothing is left or set aside.
+node (one process, or a supervisor whose first delivery child scans) is killed with SIGKILL
+three times while it works through them (after about 60, 140 and 220 are gone from the
+directory), and started again each time on the same data. In the end every file's message
+is in its mailbox exactly once, and nothing is left or set aside.
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ KILL_WHEN_LEFT = (240, 160, 80)
 _MESSAGE_ID = re.compile(rb"^Message-ID: <(?P<tag>f\d+)@app\.test>\r$", re.MULTILINE)
 
 
-def test_kill_9_while_taking_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 3], ids=["one-process", "three-processes"])
+def test_kill_9_while_taking_files(tmp_path: Path, processes: int) -> None:
     """Three SIGKILLs mid-pickup; after restarts each file's message is delivered once."""
     host, port = free_loopback_address()
     data_dir = tmp_path / "node"
     settings = merge(
         node_settings(data_dir, "crash", host, port),
-        {"local_domains": ["corp.test"], "pickup": {"interval": "50ms"}},
+        {
+            "local_domains": ["corp.test"],
+            "node": {"processes": processes},
+            "pickup": {"interval": "50ms"},
+        },
     )
     config = write_config(tmp_path / "hubd.toml", settings)
     pickup_dir = data_dir / "pickup"
