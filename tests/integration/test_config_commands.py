@@ -113,11 +113,14 @@ class TestWhereTheConfigIs:
 
 
 class TestServeLogging:
-    def test_json_log_at_debug(self, tmp_path: Path) -> None:
-        """--log-format json --log-level debug: log lines are JSON objects, debug included."""
+    @pytest.mark.parametrize("processes", [1, 3], ids=["one-process", "supervisor"])
+    def test_json_log_at_debug(self, tmp_path: Path, processes: int) -> None:
+        """--log-format json --log-level debug: log lines are JSON objects, debug included;
+        a supervisor's children log the same way, naming themselves."""
         host, port = free_loopback_address()
+        settings = node_settings(tmp_path / "data", "lj", host, port)
         config = write_config(
-            tmp_path / "hubd.toml", merge(node_settings(tmp_path / "data", "lj", host, port), {})
+            tmp_path / "hubd.toml", merge(settings, {"node": {"processes": processes}})
         )
         log = tmp_path / "node.log"
         node = NodeProcess(
@@ -132,6 +135,8 @@ class TestServeLogging:
         assert {"time", "level", "logger", "message"} <= set(records[0])
         assert "debug" in {r["level"] for r in records}
         assert any(r["message"] == "stopping" for r in records)
+        children = {r["process"] for r in records if "process" in r}
+        assert (len(children) > 1) is (processes > 1), children
 
     def test_warning_level_hides_info(self, tmp_path: Path) -> None:
         """--log-level warning keeps the info lines out of the log."""
