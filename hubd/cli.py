@@ -9,7 +9,6 @@ See also: README.md (Commands).
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 import time
@@ -20,10 +19,12 @@ import typer
 
 from hubd.config import Config, HostPort, load_config, parse_duration
 from hubd.errors import ConfigError, StorageError
+from hubd.logs import LogFormat, LogLevel, configure
 
 if TYPE_CHECKING:
     from hubd.cluster.layout import Layout
     from hubd.datadir import DataDirLock
+    from hubd.tracking_query import GroupKey
 
 app = typer.Typer(
     help="hubd: an SMTP hub transport that loses no mail.",
@@ -32,7 +33,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The node's hubd.toml.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The node's hubd.toml (default: $HUBD_CONFIG, ./hubd.toml, /etc/hubd/hubd.toml).",
+    ),
+]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -40,31 +48,48 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path) -> Config:
+def _config_path(given: Path | None) -> Path:
+    """The config file to read: -c, or where hubd looks for one (one line and exit 2 if none)."""
+    from hubd.config import find_config
+
     try:
-        return load_config(path)
+        return find_config(given)
+    except ConfigError as error:
+        raise _fail(error.problems[0], 2) from None
+
+
+def _load(path: Path | None) -> Config:
+    try:
+        return load_config(_config_path(path))
     except ConfigError as error:
         for problem in error.problems:
             typer.echo(f"hubd: {error.source}: {problem}", err=True)
         raise typer.Exit(2) from None
 
 
-def _logging(debug: bool) -> None:
-    from hubd.logs import configure
-
-    configure(logging.DEBUG if debug else logging.INFO)
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="Least severe log records written to stderr.")
+]
+LogFormatOption = Annotated[
+    LogFormat, typer.Option("--log-format", help="text, or json: one object per line.")
+]
 
 
 @app.command()
 def serve(
-    config: ConfigOption,
-    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+    config: ConfigOption = None,
+    debug: Annotated[
+        bool, typer.Option(help="Tracebacks, and --log-level debug unless it is given.")
+    ] = False,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run one node in the foreground; SIGTERM drains and exits 0."""
     from hubd.supervisor import Running, run_node
 
+    config = _config_path(config)
     settings = _load(config)
-    _logging(debug)
+    configure((LogLevel.DEBUG if debug else log_level).number, log_format=log_format)
 
     def ready(node: Running) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
@@ -178,7 +203,7 @@ def bench_sink(listen: Annotated[str, typer.Option(help="host:port to listen on.
         address = HostPort.parse(listen)
     except ValueError as error:
         raise _fail(str(error), 2) from None
-    _logging(debug=False)
+    configure()
 
     def ready(bound: HostPort) -> None:
         typer.echo(f"hubd: bench sink accepting mail on {bound}", err=True)
@@ -207,7 +232,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 @queue_app.command("list")
 def queue_list(
-    config: ConfigOption,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     shadows: Annotated[bool, typer.Option("--shadows", help="The shadows held instead.")] = False,
 ) -> None:
@@ -231,8 +256,8 @@ def queue_list(
 
 @queue_app.command("show")
 def queue_show(
-    config: ConfigOption,
     queue_id: Annotated[str, typer.Argument(help="The queue id.")],
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """One message in full."""
@@ -398,7 +423,7 @@ def dns_server(
         stop.wait()
 
 
-def _change(config: Path, queue_id: str, action: str) -> None:
+def _change(config: Path | None, queue_id: str, action: str) -> None:
     from hubd.queue_report import change_message
 
     settings = _load(config)
@@ -418,27 +443,169 @@ QueueIdArgument = Annotated[str, typer.Argument(help="The queue id.")]
 
 
 @queue_app.command("retry")
-def queue_retry(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+def queue_retry(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
     """Make a message's pending (or held) recipients due now."""
     _change(config, queue_id, "retry")
 
 
 @queue_app.command("suspend")
-def queue_suspend(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+def queue_suspend(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
     """Hold a message's pending recipients: not tried until resumed."""
     _change(config, queue_id, "suspend")
 
 
 @queue_app.command("resume")
-def queue_resume(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+def queue_resume(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
     """Release a held message (suspended, or held as poison)."""
     _change(config, queue_id, "resume")
 
 
 @queue_app.command("remove")
-def queue_remove(config: ConfigOption, queue_id: QueueIdArgument) -> None:
+def queue_remove(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
     """Delete a message from the queue, with no DSN."""
     _change(config, queue_id, "remove")
+
+
+config_app = typer.Typer(help="What a node will run with (postconf).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration: exit 0, or 2 with one line per problem."""
+    path = _config_path(config)
+    _load(path)
+    typer.echo(f"hubd: {path}: ok")
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Every setting's default (postconf -d).")
+    ] = False,
+    changed: Annotated[
+        bool, typer.Option("--changed", help="Only what differs from the defaults (postconf -n).")
+    ] = False,
+) -> None:
+    """Print the effective settings as TOML (every key, defaults filled in)."""
+    from hubd.config import Config, changed_settings, dump_config
+
+    if defaults and changed:
+        raise _fail("--defaults and --changed exclude each other", 2)
+    settings = Config() if defaults else _load(config)
+    typer.echo(changed_settings(settings) if changed else dump_config(settings), nl=False)
+
+
+EventOption = Annotated[
+    list[str], typer.Option("--event", "-e", help="RECEIVE, SUBMIT, SEND, DELIVER, ... (repeat).")
+]
+
+
+@app.command()
+def track(
+    *,
+    config: ConfigOption = None,
+    cluster: Annotated[
+        Path | None, typer.Option("--cluster", help="Every node of a local cluster's DIR.")
+    ] = None,
+    events: EventOption = [],  # noqa: B006 (typer needs a literal default)
+    senders: Annotated[
+        list[str], typer.Option("--sender", help="Envelope sender, or @domain (repeat).")
+    ] = [],  # noqa: B006
+    recipients: Annotated[
+        list[str], typer.Option("--recipient", help="A recipient, or @domain (repeat).")
+    ] = [],  # noqa: B006
+    message_ids: Annotated[
+        list[str], typer.Option("--message-id", help="Message-ID, with or without <>.")
+    ] = [],  # noqa: B006
+    queue_ids: Annotated[list[str], typer.Option("--queue-id", help="A queue id.")] = [],  # noqa: B006
+    nodes: Annotated[list[str], typer.Option("--node", help="Only this node (repeat).")] = [],  # noqa: B006
+    start: Annotated[
+        str | None, typer.Option(help="From this time on: RFC 3339, UTC without an offset.")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Before this time.")] = None,
+    count: Annotated[bool, typer.Option("--count", help="Only how many events match.")] = False,
+    group_by: Annotated[
+        list[str],
+        typer.Option(
+            "--count-by", help="Count by event, sender, recipient, hour or node (repeat)."
+        ),
+    ] = [],  # noqa: B006
+    as_json: JsonOption = False,
+) -> None:
+    """Query the message tracking log of a node, or of every node of a local cluster."""
+    from hubd.tracking import TrackingEvent
+    from hubd.tracking_files import read_events
+    from hubd.tracking_query import (
+        TrackFilter,
+        count_by,
+        counts_json,
+        format_counts,
+        format_record,
+        parse_time,
+        record_json,
+        search,
+    )
+
+    try:
+        known = sorted(str(e) for e in TrackingEvent)
+        unknown = sorted({e.upper() for e in events} - set(known))
+        if unknown:
+            raise ValueError(f"--event: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+        keys = [_group_key(k) for k in group_by]
+        selected = TrackFilter.build(
+            events=events,
+            senders=senders,
+            recipients=recipients,
+            message_ids=message_ids,
+            queue_ids=queue_ids,
+            nodes=nodes,
+            start=parse_time(start) if start else None,
+            end=parse_time(end) if end else None,
+        )
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+    directories = _tracking_directories(config, cluster, nodes)
+    first, last = selected.first_day(), selected.last_day()
+    records = search([read_events(d, first, last) for d in directories], selected)
+    if count or keys:
+        counts = count_by(records, keys)
+        typer.echo("\n".join(counts_json(keys, counts)) if as_json else format_counts(keys, counts))
+        return
+    for record in records:
+        typer.echo(record_json(record) if as_json else format_record(record))
+
+
+def _group_key(name: str) -> GroupKey:
+    from hubd.tracking_query import GroupKey
+
+    try:
+        return GroupKey(name.lower())
+    except ValueError:
+        choices = ", ".join(k.value for k in GroupKey)
+        raise ValueError(f"--count-by: expected one of {choices}, got {name!r}") from None
+
+
+def _tracking_directories(
+    config: Path | None, cluster: Path | None, nodes: list[str]
+) -> list[Path]:
+    """The tracking directories a query reads: one node's, or every (named) node's of a cluster."""
+    if cluster is None:
+        return [_load(config).node.data_dir / "tracking"]
+    from hubd.cluster.layout import Role
+
+    layout = _cluster_layout(cluster)
+    for name in nodes:
+        try:
+            layout.node(name)
+        except KeyError as error:
+            raise _fail(str(error.args[0]), 2) from None
+    return [
+        Path(plan.data_dir) / "tracking"
+        for plan in layout.nodes
+        if plan.role is not Role.DNS and (not nodes or plan.name in nodes)
+    ]
 
 
 def main() -> None:

@@ -1,16 +1,18 @@
 """The typed configuration of a node, loaded from TOML; every error names its key.
 
 Owns: the shape, defaults and validation of hubd.toml (DESIGN.md, Configuration).
-Public: Config and its sections, load_config(), write_config(), HostPort, parse_duration().
+Public: Config and its sections, load_config(), find_config(), write_config(), dump_config(),
+HostPort, parse_duration(), parse_size().
 Failures: ConfigError with one line per problem ("smtp.listen[0]: expected host:port ...").
-Limits: durations are whole numbers with one unit (s, m, h, d); sizes are bytes.
+Limits: durations are whole numbers with one unit (ms, s, m, h, d); sizes are bytes or a
+whole number with B, KiB, MiB or GiB.
 See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomli_w
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -53,11 +56,46 @@ def parse_duration(value: object) -> timedelta:
     raise ValueError(f"expected a duration such as '30s', '5m', '2h' or '2d', got {value!r}")
 
 
+def format_duration(value: timedelta) -> str:
+    """A duration in the largest unit that holds it exactly: "30d", "90s", "100ms"."""
+    millis = round(value.total_seconds() * 1000)
+    for unit in ("d", "h", "m", "s"):
+        step = int(_UNITS[unit] * 1000)
+        if millis and millis % step == 0:
+            return f"{millis // step}{unit}"
+    return f"{millis}ms" if millis else "0s"
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
-    PlainSerializer(lambda d: f"{int(d.total_seconds())}s", return_type=str),
+    PlainSerializer(format_duration, return_type=str),
 ]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_size(value: object) -> int:
+    """Parse a size in bytes: 4096, "4096", "512KiB", "10MiB", "1GiB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            return int(match[1]) * _SIZE_UNITS[match[2] or "B"]
+    raise ValueError(f"expected a size such as '512KiB', '10MiB' or '1GiB', got {value!r}")
+
+
+def format_size(value: int) -> str:
+    """A size in the largest binary unit that holds it exactly: "10MiB", "1000B"."""
+    for unit in ("GiB", "MiB", "KiB"):
+        if value and value % _SIZE_UNITS[unit] == 0:
+            return f"{value // _SIZE_UNITS[unit]}{unit}"
+    return f"{value}B"
+
+
+Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)]
 
 
 class HostPort(BaseModel):
@@ -253,6 +291,31 @@ class ShadowConfig(_Section):
         return self
 
 
+class TrackingConfig(_Section):
+    max_file_size: Size = Field(
+        10 << 20, description="A day's log moves on to a new file past this size; 0: never."
+    )
+    max_age: Duration = Field(
+        timedelta(days=30), description="Log files of days older than this are deleted; 0: never."
+    )
+
+
+class PickupConfig(_Section):
+    enabled: bool = Field(True, description="Take .eml files from data_dir/pickup and /replay.")
+    interval: Duration = Field(
+        timedelta(seconds=1),
+        description="Between scans; a file modified less than this long ago waits.",
+    )
+    rate: int = Field(0, ge=0, description="Files taken per minute at most; 0: no limit.")
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class RouteConfig(_Section):
     domains: list[DomainPattern] = Field(min_length=1)
     next_hops: list[Address] = Field(min_length=1)
@@ -268,6 +331,8 @@ class Config(_Section):
     routes: list[RouteConfig] = Field(default_factory=list)
     dns: DnsConfig = Field(default_factory=DnsConfig)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pickup: PickupConfig = Field(default_factory=PickupConfig)
 
     @model_validator(mode="after")
     def _check_local_vs_routes(self) -> Config:
@@ -331,31 +396,67 @@ def load_config(path: Path) -> Config:
     return parse_config(data, str(path))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def write_config(path: Path, settings: Mapping[str, Any]) -> Path:
-    """Write a hubd.toml: top-level keys, [tables] for dicts, [[arrays]] for lists of dicts."""
-    lines: list[str] = []
-    tables: list[str] = []
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            tables.append(f"\n[{key}]")
-            tables.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
-        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
-            for item in value:
-                tables.append(f"\n[[{key}]]")
-                tables.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    path.write_text("\n".join(lines + tables) + "\n", encoding="utf-8")
+    """Write a hubd.toml from a dictionary (tables for dicts, [[arrays]] for lists of dicts)."""
+    path.write_text(tomli_w.dumps(_plain(settings)), encoding="utf-8")
     return path
+
+
+def dump_config(config: Config) -> str:
+    """Every setting of a configuration as TOML (keys with no value, such as an unset
+    mailboxes.dir, are left out: their default applies)."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def changed_settings(config: Config) -> str:
+    """Only the settings that differ from their defaults, as TOML (postconf -n)."""
+    return tomli_w.dumps(
+        _difference(config.model_dump(mode="json"), Config().model_dump(mode="json"))
+    )
+
+
+def _difference(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            inner = _difference(value, defaults[key])
+            if inner:
+                out[key] = inner
+        elif value != defaults.get(key) and value is not None:
+            out[key] = value
+    return out
+
+
+CONFIG_ENV = "HUBD_CONFIG"
+CONFIG_PLACES = (Path("hubd.toml"), Path("/etc/hubd/hubd.toml"))
+
+
+def find_config(
+    given: Path | None, environ: Mapping[str, str] = os.environ, cwd: Path | None = None
+) -> Path:
+    """The config file a command uses: `-c`, else $HUBD_CONFIG, else ./hubd.toml, else
+    /etc/hubd/hubd.toml; ConfigError when none is given and none of those exists."""
+    if given is not None:
+        return given
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    here = cwd or Path.cwd()
+    for place in CONFIG_PLACES:
+        candidate = here / place
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        "hubd.toml",
+        [
+            f"no configuration: give -c FILE, set ${CONFIG_ENV}, or create ./hubd.toml or "
+            "/etc/hubd/hubd.toml"
+        ],
+    )

@@ -1,9 +1,10 @@
 """One hubd node, or one process of it: its parts built in one place and run under a TaskGroup.
 
 Owns: what a process of the node is made of for its role (acceptor: listeners and intake;
-delivery: the scheduler of its shard; peers: heartbeats and resubmission), the order of
-start-up (queue, writer, delivery, heartbeats, then listeners) and of the drain (stop
-accepting, let commits in flight answer, finish deliveries in flight, commit, close).
+delivery: the scheduler of its shard; peers: heartbeats, resubmission and the pickup
+directories), the order of start-up (queue, writer, delivery, heartbeats, pickup, then
+listeners) and of the drain (stop accepting, finish the file being picked up, let commits
+in flight answer, finish deliveries in flight, commit, close).
 Public: Node, Role, ALL.
 Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken;
 a part that dies takes the whole node down with its exception (never silently).
@@ -35,6 +36,7 @@ from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
+from hubd.pickup import Pickup, PickupLimits, Source
 from hubd.routing import HopKind, Router, RouteTable
 from hubd.routing.mx import MxResolver
 from hubd.shadow.client import ShadowClient
@@ -156,6 +158,7 @@ class Node:
         self._runner: asyncio.Task[None] | None = None
         self._core: _Core | None = None
         self._wake: Callable[[], None] = lambda: None
+        self.pickup: Pickup | None = None  # scans the pickup directories (one process)
 
     # -- what tests and the supervisor look at ------------------------------------------
 
@@ -233,13 +236,14 @@ class Node:
                     group.create_task(core.writer.run(), name="storage-writer")
                     upkeep = await self._own_queue(core, group)
                     delivery = await self._start_delivery(core, group, stack)
+                    pickup = self._start_pickup(core, group)
                     await self._listen(core, stack)
                     self._ready.set()
                     await self._stopping.wait()
                     log.info("stopping")
                     if upkeep is not None:
                         await upkeep.stop()
-                    await self._drain(core, delivery)
+                    await self._drain(core, delivery, pickup)
             except BaseExceptionGroup as group:
                 raise _first_error(group) from None
 
@@ -252,7 +256,13 @@ class Node:
         else:
             database = await attach_database(path)
         stack.push_async_callback(database.close)
-        tracker = Tracker(data_dir / "tracking", config.node.name, self._clock)
+        tracker = Tracker(
+            data_dir / "tracking",
+            config.node.name,
+            self._clock,
+            max_file_size=config.tracking.max_file_size,
+            max_age=config.tracking.max_age,
+        )
         stack.callback(tracker.close)
         writer = Writer(database.write_engine, lock=database.write_lock)
         core = _Core(
@@ -317,9 +327,19 @@ class Node:
             stack.push_async_callback(listener.close)
             self.listeners.append(listener)
 
-    async def _drain(self, core: _Core, delivery: _Delivery | None) -> None:
+    def _start_pickup(self, core: _Core, group: asyncio.TaskGroup) -> Pickup | None:
+        # One process per node scans the directories: the one that watches peers.
+        if not (self.config.pickup.enabled and self.role.peers):
+            return None
+        self.pickup = self._pickup(core)
+        group.create_task(self.pickup.run(), name="pickup")
+        return self.pickup
+
+    async def _drain(self, core: _Core, delivery: _Delivery | None, pickup: Pickup | None) -> None:
         for listener in self.listeners:
             listener.server.close()
+        if pickup is not None:
+            await pickup.stop()
         await self._registry.drain(self._grace)
         for listener in self.listeners:
             await listener.server.wait_closed()
@@ -367,6 +387,28 @@ class Node:
                 if config.smtp.delayed_ack
                 else None
             ),
+        )
+
+    def _pickup(self, core: _Core) -> Pickup:
+        config = self.config
+        data_dir = config.node.data_dir
+        return Pickup(
+            directories={Source.PICKUP: data_dir / "pickup", Source.REPLAY: data_dir / "replay"},
+            repository=core.repository,
+            router=core.router,
+            tracker=core.tracker,
+            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            hostname=config.node.hostname,
+            limits=PickupLimits(
+                max_message_size=config.smtp.max_message_size,
+                max_line_length=config.smtp.max_line_length,
+                max_recipients=config.smtp.max_recipients,
+                max_received_headers=config.smtp.max_received_headers,
+            ),
+            interval=config.pickup.interval.total_seconds(),
+            rate=config.pickup.rate,
+            on_commit=self._signals.work,
+            clock=self._clock,
         )
 
     def _shadow_client(self, core: _Core) -> ShadowClient:

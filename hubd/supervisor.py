@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hubd.config import Config, HostPort
+from hubd.logs import current_format
 from hubd.node import Node, Role, recover_queue, start_upkeep
 from hubd.tracking import Tracker
 from storage import Repository, Writer, open_database
@@ -276,6 +277,7 @@ class Supervisor:
             "owner": child.owner,
             "parent": os.getpid(),
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "log_format": str(current_format()),
             "fds": fds,
         }
         passed = _fd_list(fds)

@@ -1,11 +1,15 @@
 """The message tracking log: one JSON line per event in a message's life.
 
-Owns: writing `<data_dir>/tracking/YYYY-MM-DD.jsonl` (one file per UTC day) and reading it back.
+Owns: appending to `<data_dir>/tracking/` (file names, rotation by UTC day and by size, and
+deleting days past their age: hubd/tracking_files.py).
 Public: Tracker, TrackingEvent, read_events().
 Failures: a write error is logged and counted, never raised into mail handling.
-Limits: lines are flushed, not fsynced; the queue database, not this log, is the record of
-truth, so an event written just before kill -9 may be missing.
-See also: DESIGN.md (the events), README.md (the fields).
+Limits: each record is one write() of one line on an O_APPEND descriptor, so the processes
+of a node can share a file without interleaving lines (Linux serialises writes to one regular
+file); lines are not fsynced: the queue database, not this log, is the record of truth, so
+an event written just before a power loss may be missing (kill -9 loses none written).
+A file renamed away by another tool keeps being written until hubd's own rotation moves on.
+See also: DESIGN.md (the events), README.md (the fields), hubd/tracking_query.py (queries).
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from hubd.tracking_files import append_index, expired, log_files, log_name, read_events
+
+__all__ = ["Tracker", "TrackingEvent", "read_events"]
 
 log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 class TrackingEvent(enum.StrEnum):
@@ -37,14 +48,26 @@ class TrackingEvent(enum.StrEnum):
 
 
 class Tracker:
-    """Appends tracking events for one node."""
+    """Appends tracking events for one node (one instance per process)."""
 
-    def __init__(self, directory: Path, node: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        node: str,
+        clock: Callable[[], float],
+        *,
+        max_file_size: int = 0,
+        max_age: timedelta = timedelta(0),
+    ) -> None:
         self._directory = directory
         self._node = node
         self._clock = clock
-        self._day = ""
-        self._file: IO[str] | None = None
+        self._max_file_size = max_file_size
+        self._max_age = max_age
+        self._day: date | None = None
+        self._fd: int | None = None
+        self._failing = False
+        self.failures = 0
         directory.mkdir(parents=True, exist_ok=True)
 
     def record(
@@ -76,31 +99,62 @@ class Tracker:
             **extra,
         }
         try:
-            self._file_for(now).write(json.dumps(line, ensure_ascii=False) + "\n")
-        except OSError:
-            log.exception("cannot write the tracking log")
-
-    def _file_for(self, now: datetime) -> IO[str]:
-        day = now.strftime("%Y-%m-%d")
-        if self._file is None or day != self._day:
+            _write_line(self._fd_for(now), _encode(line))
+        except OSError as error:
+            self.failures += 1
+            if not self._failing:  # once per outage, not once per message
+                log.error("cannot write the tracking log in %s: %s", self._directory, error)
+            self._failing = True
             self.close()
-            self._day = day
-            path = self._directory / f"{day}.jsonl"
-            self._file = path.open("a", encoding="utf-8", buffering=1)
-        return self._file
+        else:
+            self._failing = False
+
+    def _fd_for(self, now: datetime) -> int:
+        day = now.date()
+        if self._fd is not None and day == self._day and not self._full(self._fd):
+            return self._fd
+        self.close()
+        self._directory.mkdir(parents=True, exist_ok=True)
+        index = append_index(log_files(self._directory, day, day), _size, self._max_file_size)
+        self._fd = os.open(self._directory / log_name(day, index), _OPEN_FLAGS, 0o640)
+        self._day = day
+        self._remove_expired(now)
+        return self._fd
+
+    def _full(self, fd: int) -> bool:
+        return bool(self._max_file_size) and os.fstat(fd).st_size >= self._max_file_size
+
+    def _remove_expired(self, now: datetime) -> None:
+        for old in expired(log_files(self._directory), now, self._max_age):
+            try:
+                old.path.unlink()
+            except FileNotFoundError:  # another process of the node removed it first
+                continue
+            log.info("removed tracking log %s (older than tracking.max_age)", old.path.name)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-def read_events(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every event in a tracking directory, oldest file first; torn last lines are skipped."""
-    for path in sorted(directory.glob("*.jsonl")):
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    try:
+        return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes (surrogate escapes) go in as \u escapes
+        return (json.dumps(line) + "\n").encode("ascii")
+
+
+def _write_line(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):
+        # A short write (a full disk) leaves a torn line; end it so the next record is whole.
+        os.write(fd, b"\n")
+        raise OSError(f"short write to the tracking log ({written} of {len(data)} bytes)")

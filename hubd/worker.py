@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hubd.config import load_config
-from hubd.logs import configure
+from hubd.logs import LogFormat, configure
 from hubd.node import Node, Role
 from hubd.signals import PipeEnds, PipeSignals, read_departures, read_wakeups
 
@@ -75,7 +75,7 @@ async def _serve(spec: dict[str, Any]) -> None:
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "worker"
     spec = json.loads(sys.stdin.read())
-    configure(int(spec["log_level"]), name)
+    configure(int(spec["log_level"]), name, LogFormat(spec.get("log_format", "text")))
     _die_with_parent(int(spec["parent"]))
     try:
         asyncio.run(_serve(spec))

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
@@ -123,10 +123,13 @@ def child_processes(parent: int) -> dict[str, int]:
 class NodeProcess:
     """`hubd serve` in a child process, which tests can kill, stop and restart."""
 
-    def __init__(self, config: Path, relay: tuple[str, int], log: Path) -> None:
+    def __init__(
+        self, config: Path, relay: tuple[str, int], log: Path, args: Sequence[str] = ()
+    ) -> None:
         self.config = config
         self.relay = relay
         self.log = log
+        self.args = tuple(args)  # more `hubd serve` options, such as ("--log-level", "debug")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -134,7 +137,7 @@ class NodeProcess:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hubd", "serve", "-c", str(self.config)],
+                [sys.executable, "-m", "hubd", "serve", "-c", str(self.config), *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
