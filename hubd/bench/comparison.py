@@ -229,7 +229,7 @@ def _processes(side: Side) -> str:
             count, rss = kinds.get(name, (0, 0))
             kinds[name] = (max(count, peak.count), max(rss, peak.peak_rss_kib))
     return ", ".join(
-        f"{name} x{count} {rss / 1024:.1f}" for name, (count, rss) in sorted(kinds.items())
+        f"{name} ({count}) {rss / 1024:.1f}" for name, (count, rss) in sorted(kinds.items())
     )
 
 
@@ -256,7 +256,7 @@ def _table(comparison: SessionComparison, postfix_label: str, hubd_label: str) -
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     for name, side in (("Postfix", comparison.postfix), ("hubd", comparison.hubd)):
-        lines.append(f"{name}: peak RSS MiB per process: {_processes(side)}")
+        lines.append(f"{name}: peak RSS MiB by process (how many): {_processes(side)}")
         lines.append(f"{name}: {_deliveries(side)}")
     return lines
 

@@ -149,7 +149,7 @@ class TestReport:
         assert "load average 1.00 0.50 0.25 before" in text
         line = next(x for x in text.splitlines() if x.startswith("inbound msgs/s"))
         assert line.split()[-5:] == ["600", "(500-750)", "120", "(100-150)", "0.20"]
-        assert "smtpd x4 9.0" in text
+        assert "smtpd (4) 9.0" in text
         assert "received 9,000 of 9,000" in text
         assert "NOT EVERY MESSAGE" not in text
 
