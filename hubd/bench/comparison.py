@@ -59,6 +59,11 @@ class RunFigures:
         return per_message_ms(self.cpu_seconds, self.count)
 
     @property
+    def cores_busy(self) -> float:
+        """CPU seconds over end-to-end seconds: how much of the machine the MTA got and used."""
+        return self.cpu_seconds / max(self.end_to_end_seconds, 1e-9)
+
+    @property
     def peak_rss_mib(self) -> float:
         return self.peak_rss_kib / 1024
 
@@ -84,6 +89,7 @@ FIGURES: tuple[tuple[str, str, int], ...] = (
     ("inbound_per_second", "inbound msgs/s (smtp-source)", 0),
     ("end_to_end_per_second", "end-to-end msgs/s (to the sink)", 0),
     ("cpu_ms_per_message", "CPU ms per message, all processes", 2),
+    ("cores_busy", "cores busy (CPU s / end-to-end s)", 2),
     ("peak_rss_mib", "peak RSS MiB, sum of processes", 1),
     ("peak_pss_mib", "peak PSS MiB, sum of processes", 1),
     ("latency_p50_ms", "end of DATA to 250, p50 ms", 1),

@@ -82,6 +82,7 @@ class TestArithmetic:
         assert run.inbound_per_second == pytest.approx(150.0)
         assert run.end_to_end_per_second == pytest.approx(100.0)
         assert run.cpu_ms_per_message == pytest.approx(5.0)
+        assert run.cores_busy == pytest.approx(0.5)  # 15 CPU s over 30 s end to end
         assert run.peak_rss_mib == pytest.approx(100.0)
 
 
