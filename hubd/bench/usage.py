@@ -3,8 +3,8 @@
 Owns: which processes belong to an MTA (the tree under its root process, and the process
 group the root leads), their CPU seconds (including reaped children's), and their peak
 memory, sampled by a thread while the load runs.
-Public: ProcStat, Usage, ProcessPeak, parse_stat(), parse_kib(), members(), read_stats(),
-cpu_seconds(), UsageSampler.
+Public: ProcStat, Usage, ProcessPeak, parse_stat(), parse_kib(), process_name(), members(),
+read_stats(), cpu_seconds(), UsageSampler.
 Failures: none raised for a process that vanishes between reads: it is skipped.
 Limits: Linux only. CPU of a process that leaves the tree (a double fork reaped by init)
 is lost when it ends. A process's peak RSS is its own high-water mark (VmHWM), read at the
@@ -15,12 +15,14 @@ See also: hubd/bench/compare.py, proc(5) (stat, status, smaps_rollup).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_ROLE_NUMBER = re.compile(r"-\d+$")  # acceptor-1, delivery-2: the kind without the number
 _PROC = Path("/proc")
 
 
@@ -71,6 +73,21 @@ def parse_kib(text: str, key: str) -> int | None:
         if name == key:
             return int(value.split()[0])
     return None
+
+
+def process_name(comm: str, cmdline: list[str]) -> str:
+    """What to call a process in the report: its name, or for Python its module and role.
+
+    A node's processes are all "python3"; `python -m hubd.worker delivery-2` becomes
+    "hubd.worker delivery" and `python -m hubd serve -c …` "hubd serve", so that kinds of
+    process are told apart and processes of one kind are counted together.
+    """
+    if not comm.startswith("python") or "-m" not in cmdline:
+        return comm
+    words = cmdline[cmdline.index("-m") + 1 :][:2]
+    if len(words) == 2 and words[1].startswith("-"):
+        words = words[:1]
+    return " ".join(_ROLE_NUMBER.sub("", word) for word in words) or comm
 
 
 def members(stats: Iterable[ProcStat], root: int) -> set[int]:
@@ -125,6 +142,14 @@ def _memory(pid: int) -> tuple[int, int, int] | None:
     if peak is None or rss is None or pss is None:
         return None
     return peak, rss, pss
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
 class UsageSampler:
@@ -184,7 +209,8 @@ class UsageSampler:
             if memory is None:
                 continue
             peak, now_rss, now_pss = memory
-            self._names[pid] = names[pid]
+            if pid not in self._names:
+                self._names[pid] = process_name(names[pid], _cmdline(pid))
             self._peaks[pid] = max(self._peaks.get(pid, 0), peak)
             rss += now_rss
             pss += now_pss

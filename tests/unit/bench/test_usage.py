@@ -6,7 +6,15 @@ import os
 
 import pytest
 
-from hubd.bench.usage import ProcStat, cpu_seconds, members, parse_kib, parse_stat, read_stats
+from hubd.bench.usage import (
+    ProcStat,
+    cpu_seconds,
+    members,
+    parse_kib,
+    parse_stat,
+    process_name,
+    read_stats,
+)
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -84,3 +92,22 @@ class TestMembers:
         stats = [_stat(1, 0, 1, ticks=_TICKS * 5), _stat(2, 1, 1, ticks=_TICKS * 2)]
         assert cpu_seconds(stats, {2}) == pytest.approx(2.0)
         assert cpu_seconds(stats, {1, 2}) == pytest.approx(7.0)
+
+
+class TestProcessName:
+    @pytest.mark.parametrize(
+        ("comm", "cmdline", "expected"),
+        [
+            ("smtpd", ["smtpd", "-n", "127.0.0.1:25", "-t", "inet"], "smtpd"),
+            ("python3", ["/usr/bin/python3", "-m", "hubd", "serve", "-c", "x.toml"], "hubd serve"),
+            ("python3", ["python3", "-m", "hubd.worker", "delivery-2"], "hubd.worker delivery"),
+            ("python3", ["python3", "-m", "hubd.worker", "acceptor-10"], "hubd.worker acceptor"),
+            ("python3", ["python3", "-m", "mod", "-x"], "mod"),
+            ("python3", ["python3", "script.py"], "python3"),
+            ("python3", [], "python3"),
+        ],
+        ids=["not-python", "serve", "delivery", "acceptor", "module-only", "script", "gone"],
+    )
+    def test_names(self, comm: str, cmdline: list[str], expected: str) -> None:
+        """Python processes are named by module and role, without the role's number."""
+        assert process_name(comm, cmdline) == expected
