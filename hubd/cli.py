@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,6 +21,7 @@ from hubd.errors import ConfigError, StorageError
 from hubd.logs import LogFormat, LogLevel, configure
 
 if TYPE_CHECKING:
+    from hubd.bench.settings import CompareSettings
     from hubd.cluster.layout import Layout
     from hubd.datadir import DataDirLock
     from hubd.tracking_query import GroupKey
@@ -161,37 +161,131 @@ def send(
 @app.command()
 def bench(
     *,
-    count: Annotated[int, typer.Option(help="How many messages.")] = 2000,
-    size: Annotated[int, typer.Option(help="Bytes per message, headers included.")] = 4096,
-    concurrency: Annotated[int, typer.Option(help="Concurrent SMTP sessions.")] = 10,
+    count: Annotated[
+        int | None, typer.Option(help="How many messages [default: 2000; 3000 to compare].")
+    ] = None,
+    size: Annotated[
+        int, typer.Option(help="Bytes per message (with --compare-postfix: of body).")
+    ] = 4096,
+    concurrency: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--concurrency",
+            "--sessions",
+            help="Concurrent SMTP sessions [default: 10]; repeat to compare at each.",
+        ),
+    ] = None,
     server: Annotated[
         str | None, typer.Option(help="host:port of a running node (default: start one).")
     ] = None,
     ceiling: Annotated[
         bool, typer.Option(help="Send to a sink that runs hubd's SMTP code but stores nothing.")
     ] = False,
+    compare_postfix: Annotated[
+        bool,
+        typer.Option(
+            "--compare-postfix",
+            help="Run smtp-source into a private Postfix and into hubd, in turns (root).",
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(help="Runs of each MTA per session count.")] = 3,
+    latency: Annotated[
+        bool, typer.Option(help="Also time end of DATA to 250 with hubd's own load.")
+    ] = True,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the compared queues go (a real filesystem).")
+    ] = Path("/var/tmp"),
+    verify: Annotated[
+        bool, typer.Option(help="The sinks keep each message: check each came once.")
+    ] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the run's configs, logs and queues.")] = False,
+    node_setting: Annotated[
+        list[str] | None,
+        typer.Option(help="SECTION.KEY=VALUE (TOML) added to the compared node's hubd.toml."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every delivery.")] = 600.0,
 ) -> None:
-    """Measure accepted messages/s, end-of-DATA latency and time to delivery."""
+    """Measure accepted messages/s, end-of-DATA latency and time to delivery, or compare."""
     import json
 
     from hubd.bench import BenchError, BenchMode, BenchSettings, format_report, run_bench
+    from hubd.bench.settings import CompareSettings, parse_node_settings
 
+    sessions = concurrency or [10]
+    if compare_postfix:
+        if server is not None or ceiling:
+            raise _fail("--compare-postfix starts its own MTAs: no --server or --ceiling", 2)
+        try:
+            compared = CompareSettings(
+                count=count or 3000,
+                size=size,
+                sessions=tuple(sessions),
+                rounds=rounds,
+                latency=latency,
+                directory=directory,
+                timeout=timeout,
+                verify=verify,
+                keep=keep,
+                node_settings=parse_node_settings(node_setting or []),
+            )
+        except ValueError as error:
+            raise _fail(str(error), 2) from None
+        _compare(compared, json_output)
     try:
+        if len(sessions) != 1:
+            raise ValueError("one --concurrency, except with --compare-postfix")
         address = HostPort.parse(server) if server is not None else None
         if address is not None and ceiling:
             raise ValueError("--server and --ceiling exclude each other")
         mode = BenchMode.CEILING if ceiling else BenchMode.SERVER if address else BenchMode.NODE
-        settings = BenchSettings(count, size, concurrency, mode, address, timeout)
+        settings = BenchSettings(count or 2000, size, sessions[0], mode, address, timeout)
     except ValueError as error:
         raise _fail(str(error), 2) from None
     try:
-        report = run_bench(settings, show_progress=sys.stdout.isatty())
+        report = run_bench(settings)
     except BenchError as error:
         raise _fail(str(error), 1) from None
     typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))
     raise typer.Exit(1 if report.refused else 0)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
+
+
+def _compare(settings: CompareSettings, json_output: bool) -> None:
+    """`hubd bench --compare-postfix`: check what it needs, run it, print the report."""
+    import json
+
+    from hubd.bench import BenchError
+    from hubd.bench.compare import check_requirements, run_comparison
+    from hubd.bench.comparison import format_comparison
+    from hubd.bench.node import check_node_settings
+
+    try:
+        check_node_settings(settings.node_settings)
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(f"hubd: --node-setting: {problem}", err=True)
+        raise typer.Exit(2) from None
+    programs, problems = check_requirements(settings.directory)
+    if programs is None:
+        for problem in problems:
+            typer.echo(f"hubd: bench --compare-postfix: {problem}", err=True)
+        raise typer.Exit(1)
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        report = run_comparison(settings, programs)
+    except BenchError as error:
+        raise _fail(str(error), 1) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted: every process of the run was stopped", 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    text = json.dumps(report.as_dict(), indent=2) if json_output else format_comparison(report)
+    typer.echo(text)
+    raise typer.Exit(0 if report.every_message_once() else 1)
 
 
 @app.command("bench-sink", hidden=True)

@@ -40,19 +40,20 @@ class DotStuffer:
     """RFC 5321 4.5.2: double every '.' that starts a line, fed chunk by chunk."""
 
     def __init__(self) -> None:
-        self._at_line_start = True  # the body's first byte starts a line
-        self._after_cr = False
+        self._tail = b"\r\n"  # the last two bytes seen: the body's first byte starts a line
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
+        # A line start the chunk cannot see itself: after a CRLF that ended the last chunk,
+        # or split across it (CR there, LF here).
+        seam = self._tail + chunk[:2]
         out = chunk.replace(b"\r\n.", b"\r\n..")
-        if self._at_line_start and chunk[:1] == b".":
+        if seam.startswith(b"\r\n."):
             out = b"." + out
-        elif self._after_cr and chunk[:2] == b"\n.":
-            out = b"\n." + out[1:]
-        self._at_line_start = chunk.endswith(b"\r\n")
-        self._after_cr = chunk.endswith(b"\r")
+        elif seam[1:].startswith(b"\r\n."):
+            out = out[:1] + b"." + out[1:]
+        self._tail = (self._tail + chunk)[-2:]
         return out
 
 

@@ -1,85 +1,33 @@
-"""Waiting on conditions, picking loopback addresses, and running nodes as processes.
+"""Nodes as processes and delivered Maildir files, for integration tests.
 
-Public: wait_until(), async_wait_until(), free_loopback_address(), NodeProcess,
-maildir_messages(), write_config().
+Public: NodeProcess, group_alive(), child_processes(), maildir_messages(); wait_until(),
+async_wait_until() (from hubd.waiting) and free_loopback_address() (from hubd.loopback),
+re-exported for tests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar, overload
 
+from hubd.loopback import free_loopback_address
 from hubd.probe import smtp_greets
+from hubd.waiting import async_wait_until, wait_until
 
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T | None], timeout: float, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; raise TimeoutError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-@overload
-async def async_wait_until(
-    predicate: Callable[[], Awaitable[T]], within: float, what: str = "condition"
-) -> T: ...
-
-
-@overload
-async def async_wait_until(
-    predicate: Callable[[], T], within: float, what: str = "condition"
-) -> T: ...
-
-
-async def async_wait_until(
-    predicate: Callable[[], T | Awaitable[T]], within: float, what: str = "condition"
-) -> T:
-    """Like wait_until(), inside an event loop; the predicate may be a coroutine function."""
-    deadline = time.monotonic() + within
-    delay = 0.01
-    while True:
-        value = predicate()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def free_loopback_address(rng: random.Random | None = None) -> tuple[str, int]:
-    """A 127.0.0.x address of its own and a port that was free on it a moment ago."""
-    chooser = rng or random.Random()
-    for _ in range(100):
-        host = f"127.0.{chooser.randint(1, 250)}.{chooser.randint(2, 254)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, 0))
-            except OSError:
-                continue
-            return host, probe.getsockname()[1]
-    raise OSError("no free loopback address found")
+__all__ = [
+    "NodeProcess",
+    "async_wait_until",
+    "child_processes",
+    "free_loopback_address",
+    "group_alive",
+    "maildir_messages",
+    "wait_until",
+]
 
 
 def maildir_messages(root: Path) -> dict[Path, bytes]:

@@ -1,0 +1,65 @@
+"""The storage-free sink (`hubd bench-sink`): hubd's own listener and handler, storing nothing.
+
+Owns: serving SMTP with hubd's SMTP code and an intake that forgets each message, so that
+`hubd bench --ceiling` measures what the SMTP layer alone can take.
+Public: serve_sink().
+Failures: OSError when the address cannot be bound.
+See also: hubd/smtp/server.py, hubd/bench/run.py (the ceiling mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Callable
+
+from hubd.bench.settings import DOMAIN
+from hubd.config import Config, HostPort
+from hubd.routing import Router, RouteTable
+from hubd.smtp.handler import InboundHandler, InboundLimits, ReceivedMessage
+from hubd.smtp.relay import RelayPolicy
+from hubd.smtp.server import SessionRegistry, start_listener
+
+
+async def _discard(message: ReceivedMessage) -> None:
+    """The sink's intake: the message is accepted and forgotten."""
+
+
+async def serve_sink(listen: HostPort, on_ready: Callable[[HostPort], None]) -> None:
+    """Serve SMTP with hubd's listener and handler, storing nothing, until SIGTERM or SIGINT."""
+    config = Config.model_validate({"local_domains": [DOMAIN], "smtp": {"listen": [str(listen)]}})
+    smtp = config.smtp
+    handler = InboundHandler(
+        hostname="sink.hubd.test",
+        policy=RelayPolicy(
+            router=Router(config.local_domains, RouteTable(config.routes)),
+            trusted_networks=smtp.trusted_networks,
+            catch_all=True,
+            known_recipients=frozenset(),
+        ),
+        limits=InboundLimits(smtp.max_recipients, smtp.max_received_headers),
+        intake=_discard,
+        clock=time.time,
+        rng=random.Random(),
+    )
+    registry = SessionRegistry(smtp.max_sessions)
+    listener = await start_listener(
+        listen,
+        handler,
+        registry,
+        hostname="sink.hubd.test",
+        max_message_size=smtp.max_message_size,
+        max_line_length=smtp.max_line_length,
+        idle_timeout=smtp.idle_timeout.total_seconds(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    on_ready(listener.address)
+    await stop.wait()
+    listener.server.close()
+    await registry.drain(5.0)
+    await listener.server.wait_closed()
