@@ -21,6 +21,7 @@ from dataclasses import dataclass
 _END = b".\r\n"
 _HEADER_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")  # RFC 5322 2.2 field name, obsolete WSP
 _FOLD = re.compile(rb"\r\n[ \t]+")
+_SUSPECT = re.compile(rb"[\r\n\x00]")  # in a line before its CRLF: a bare CR or LF, or NUL
 MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1 line length
 _MESSAGE_ID_KEPT = 4 * MAX_MESSAGE_ID  # octets of a folded Message-ID worth reading
 
@@ -76,6 +77,12 @@ class DataReader:
         """Take the next bytes; return the content to keep from them (b"" after a fault)."""
         if self.done:
             raise ValueError("DATA has already ended")
+        if not (self._partial or self._overlong) and 0 <= chunk.find(b"\r\n") == len(chunk) - 2:
+            # The usual case, since the glue reads line by line: exactly one whole line.
+            if chunk == _END:
+                self.done = True
+                return b""
+            return self._line(chunk)
         data = self._partial + chunk if self._partial else chunk
         self._partial = b""
         kept: list[bytes] = []
@@ -132,11 +139,12 @@ class DataReader:
             return b""
         if line.startswith(b"."):
             line = line[1:]
-        text = line[:-2]
-        if b"\r" in text or b"\n" in text:
-            self._refuse(ContentFault.BARE_LINE_END)
-        if b"\x00" in text:
-            self._refuse(ContentFault.NUL)
+        if _SUSPECT.search(line, 0, len(line) - 2):
+            text = line[:-2]
+            if b"\r" in text or b"\n" in text:
+                self._refuse(ContentFault.BARE_LINE_END)
+            if b"\x00" in text:
+                self._refuse(ContentFault.NUL)
         self.size += len(line)
         if self.size > self._limits.max_message_size:
             self._refuse(ContentFault.TOO_BIG)

@@ -148,20 +148,19 @@ class HubSMTP(SMTP):
         kept: list[bytes] = []
         limits = self._policy.limits
         try:
-            async with asyncio.timeout(limits.data_timeout):
-                while not reader.done:
-                    try:
-                        async with asyncio.timeout(limits.idle_timeout):
-                            chunk = await self._read_chunk()
-                    except TimeoutError:
-                        return session.timed_out(TimeoutKind.IDLE)
-                    content = reader.feed(chunk)
-                    if reader.fault is not None:
-                        kept.clear()
-                    elif content:
-                        kept.append(content)
+            async with asyncio.timeout(limits.data_timeout) as whole:
+                # One lazy timer for stalls, not one per line: DATA is read line by line.
+                with _IdleWatch(limits.idle_timeout, whole) as watch:
+                    while not reader.done:
+                        chunk = await self._read_chunk()
+                        watch.touch()
+                        content = reader.feed(chunk)
+                        if reader.fault is not None:
+                            kept.clear()
+                        elif content:
+                            kept.append(content)
         except TimeoutError:
-            return session.timed_out(TimeoutKind.DATA)
+            return session.timed_out(TimeoutKind.IDLE if watch.stalled else TimeoutKind.DATA)
         except asyncio.IncompleteReadError:
             return None  # the client went away mid-DATA: nothing is committed
         return session.finish(DataReceived(reader.summary(), b"".join(kept)))
@@ -209,6 +208,41 @@ class HubSMTP(SMTP):
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(reply.wire())
             transport.close()
+
+
+class _IdleWatch:
+    """Ends a timeout block early once no bytes came for `idle` seconds.
+
+    One timer, re-armed only when it fires: touch() is a clock read, so a DATA of 100,000
+    lines does not schedule 100,000 timers.
+    """
+
+    def __init__(self, idle: float, block: asyncio.Timeout) -> None:
+        self._idle = idle
+        self._block = block
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self.stalled = False
+
+    def __enter__(self) -> _IdleWatch:
+        self._timer = self._loop.call_at(self._last + self._idle, self._check)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        due = self._last + self._idle
+        if self._loop.time() >= due:
+            self.stalled = True
+            self._block.reschedule(self._loop.time())  # expire the block now
+        else:
+            self._timer = self._loop.call_at(due, self._check)
 
 
 class _NoHooks:
