@@ -10,7 +10,8 @@ Limits: relies on these aiosmtpd 1.4.6 internals (pinned; tests/unit/smtp/test_s
 checks each): SMTP.__init__ sizes its StreamReader from the class attribute
 `line_length_limit`; connection_made() sets `_reader`/`_writer` and starts
 `_handle_client()` as a task, which connection_lost() cancels; `_timeout_cb` is the
-callback of the one timer connection_made() starts. aiosmtpd's own command loop, verbs,
+callback of the one timer connection_made() starts (made a no-op); eof_received() is
+overridden so EOF no longer cancels the session. aiosmtpd's own command loop, verbs,
 replies and timer are not used. The whole message is held in memory while it is read.
 See also: hubd/smtp/session.py (every decision), hubd/smtp/executor.py (node actions).
 """
