@@ -516,6 +516,8 @@ def stuff(content: bytes) -> bytes:
     return re.sub(rb"(?m)^\.", b"..", content) + b".\r\n"
 
 
+# About 0.12 s a session on an idle machine; a loaded one may take several times that.
+@pytest.mark.timeout(max(300, EXAMPLES))
 def test_fuzzed_sessions(fuzz_node: NodeThread) -> None:
     """Hypothesis-driven clients at one node: it survives all, and loses or halves nothing."""
     record = Record()
