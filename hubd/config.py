@@ -24,6 +24,7 @@ import tomli_w
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -205,9 +206,39 @@ class SmtpConfig(_Section):
         8192, ge=1001, le=1_048_576, description="Longest command or text line, CRLF included."
     )
     idle_timeout: Duration = Field(
-        timedelta(minutes=5), description="Idle time per command, and for all of DATA."
+        timedelta(minutes=5),
+        description="Longest wait for the client's next line (or reply read); then 421 4.4.2.",
     )
-    max_sessions: PositiveInt = Field(1000, description="Concurrent sessions; more get 421.")
+    data_timeout: Duration = Field(
+        timedelta(minutes=10), description="Longest time for the whole of DATA; then 421 4.4.2."
+    )
+    max_sessions: PositiveInt = Field(
+        1000, description="Concurrent sessions on the node; more get 421 4.7.0."
+    )
+    max_connections_per_client: PositiveInt = Field(
+        50,
+        description="Concurrent sessions from one address (IPv6: one /64); more get 421 "
+        "4.7.0. trusted_networks are exempt.",
+    )
+    max_commands_per_session: PositiveInt = Field(
+        10000, description="Command lines one session may send; the next gets 421 4.7.0."
+    )
+    max_errors: PositiveInt = Field(
+        20, description="Commands refused for syntax or order; the next gets 421 4.7.0."
+    )
+    max_header_size: ByteSize = Field(
+        ByteSize(1 << 20),
+        gt=0,
+        description="Octets of a message's header section ('1MiB'); more gets 552 5.3.4.",
+    )
+    max_messages_per_minute_per_client: PositiveInt = Field(
+        600,
+        description="MAIL commands from one address: a burst of this many, then this many "
+        "a minute; more gets 421 4.7.0. trusted_networks are exempt.",
+    )
+    listen_backlog: PositiveInt = Field(
+        1024, description="Connections the kernel queues on each listener before accept."
+    )
 
 
 class MailboxesConfig(_Section):

@@ -4,7 +4,7 @@ Owns: the step between "DATA is complete" and "250 queued": categorise each reci
 message and envelope in one (grouped) transaction, then log and wake delivery.
 Public: Intake.
 Failures: a storage error propagates to the session, which answers 451 4.3.0.
-See also: hubd/smtp/handler.py (the caller), storage/repository.py (enqueue).
+See also: hubd/smtp/executor.py (the caller), storage/repository.py (enqueue).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from hubd.routing import Router
-from hubd.smtp.handler import ReceivedMessage
+from hubd.smtp.message import ReceivedMessage
 from hubd.smtp.params import RcptParams
 from hubd.tracking import Tracker, TrackingEvent
 from storage import NewMessage, NewRecipient, Repository
@@ -47,12 +47,13 @@ class Intake:
             )
             for address, rcpt in zip(message.recipients, params, strict=True)
         ]
+        data = message.data
         await self._repository.enqueue(
             NewMessage(
                 queue_id=message.queue_id,
                 sender=message.sender,
                 recipients=recipients,
-                body=message.data,
+                body=data,
                 received_at=message.received_at,
                 message_id=message.message_id,
                 # A peer's XORIGIN is kept unchanged by every hop and by resubmission.
@@ -70,7 +71,7 @@ class Intake:
             sender=message.sender,
             recipients=message.recipients,
             message_id=message.message_id,
-            size=len(message.data),
+            size=len(data),
             client=message.client_ip,
         )
         self._on_commit(r.next_hop for r in recipients)

@@ -44,10 +44,11 @@ from hubd.shadow.delayed_ack import Departures
 from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
 from hubd.signals import LocalSignals, Signals
-from hubd.smtp.handler import DelayedAck, InboundHandler, InboundLimits
+from hubd.smtp.executor import Executor
+from hubd.smtp.limits import LocalCounters, session_limits
+from hubd.smtp.policy import ListenerPolicy, ShadowOffer
 from hubd.smtp.relay import RelayPolicy
-from hubd.smtp.server import Listener, SessionRegistry, start_listener
-from hubd.smtp.xshadow import ShadowServer
+from hubd.smtp.server import Inbound, Listener, start_listener
 from hubd.tracking import Tracker, TrackingEvent
 from storage import (
     Database,
@@ -149,7 +150,7 @@ class Node:
         self._owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
         self._clock = clock
         self._rng = rng or random.Random()
-        self._registry = SessionRegistry(config.smtp.max_sessions)
+        self._inbound: Inbound | None = None
         self.listeners: list[Listener] = []
         self._departures = Departures()
         self._ready = asyncio.Event()
@@ -311,18 +312,13 @@ class Node:
             return
         if self._local is not None:
             self._local.on_left = self._departures.left
-        handler = self._handler(core)
+        self._inbound = self._make_inbound(core)
+        policy = self._relay_policy(core)
         config = self.config
         sockets: Iterable[socket.socket | HostPort] = self._sockets or config.smtp.listen
         for where in sockets:
             listener = await start_listener(
-                where,
-                handler,
-                self._registry,
-                hostname=config.node.hostname,
-                max_message_size=config.smtp.max_message_size,
-                max_line_length=config.smtp.max_line_length,
-                idle_timeout=config.smtp.idle_timeout.total_seconds(),
+                where, policy, self._inbound, backlog=config.smtp.listen_backlog
             )
             stack.push_async_callback(listener.close)
             self.listeners.append(listener)
@@ -340,7 +336,8 @@ class Node:
             listener.server.close()
         if pickup is not None:
             await pickup.stop()
-        await self._registry.drain(self._grace)
+        if self._inbound is not None:
+            await self._inbound.drain(self._grace)
         for listener in self.listeners:
             await listener.server.wait_closed()
         if delivery is not None:
@@ -351,7 +348,7 @@ class Node:
 
     # -- the parts ----------------------------------------------------------------------
 
-    def _handler(self, core: _Core) -> InboundHandler:
+    def _make_inbound(self, core: _Core) -> Inbound:
         config = self.config
         intake = Intake(
             repository=core.repository,
@@ -360,33 +357,29 @@ class Node:
             origin_prefix=f"{config.node.name}.{core.database.incarnation}",
             on_commit=self._signals.work,
         )
-        shadow_server = None
-        if config.shadow.enabled:
-            shadow_server = ShadowServer(
-                me=core.me,
-                peers=config.shadow_peers,
-                ledger=core.ledger,
-                tracker=core.tracker,
-                clock=self._clock,
-            )
-        return InboundHandler(
+        executor = Executor(
+            intake=intake,
+            clock=self._clock,
+            departures=self._departures,
+            ledger=core.ledger,
+            tracker=core.tracker,
+        )
+        return Inbound(executor, LocalCounters(), self._clock, self._rng)
+
+    def _relay_policy(self, core: _Core) -> ListenerPolicy:
+        config = self.config
+        smtp = config.smtp
+        return ListenerPolicy(
             hostname=config.node.hostname,
-            policy=RelayPolicy(
+            relay=RelayPolicy(
                 router=core.router,
-                trusted_networks=config.smtp.trusted_networks,
+                trusted_networks=smtp.trusted_networks,
                 catch_all=config.mailboxes.catch_all,
                 known_recipients=frozenset(config.mailboxes.recipients),
             ),
-            limits=InboundLimits(config.smtp.max_recipients, config.smtp.max_received_headers),
-            intake=intake,
-            clock=self._clock,
-            rng=self._rng,
-            shadow=shadow_server,
-            delayed_ack=(
-                DelayedAck(self._departures, config.smtp.max_ack_delay.total_seconds())
-                if config.smtp.delayed_ack
-                else None
-            ),
+            limits=session_limits(smtp),
+            shadow=ShadowOffer(core.me, config.shadow_peers) if config.shadow.enabled else None,
+            max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
         )
 
     def _pickup(self, core: _Core) -> Pickup:

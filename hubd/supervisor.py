@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds, for a child that keeps dying
 STABLE_AFTER = 60.0  # a child that lived this long starts the backoff afresh
-LISTEN_BACKLOG = 1024  # connections the kernel queues before an acceptor takes them
 
 
 class Running(Protocol):
@@ -178,7 +177,7 @@ class Supervisor:
                     repository, tracker, f"{self._run_id}-start", config.queue.poison_threshold
                 )
                 upkeep = start_upkeep(database, repository, group)
-                sockets = [_bind(a, LISTEN_BACKLOG) for a in config.smtp.listen]
+                sockets = [_bind(a, config.smtp.listen_backlog) for a in config.smtp.listen]
                 self.relay_addresses = [
                     HostPort(host=a.host, port=s.getsockname()[1])
                     for a, s in zip(config.smtp.listen, sockets, strict=True)

@@ -1,4 +1,4 @@
-"""The storage-free sink (`hubd bench-sink`): hubd's own listener and handler, storing nothing.
+"""The storage-free sink (`hubd bench-sink`): hubd's own listener and session, storing nothing.
 
 Owns: serving SMTP with hubd's SMTP code and an intake that forgets each message, so that
 `hubd bench --ceiling` measures what the SMTP layer alone can take.
@@ -18,9 +18,12 @@ from collections.abc import Callable
 from hubd.bench.settings import DOMAIN
 from hubd.config import Config, HostPort
 from hubd.routing import Router, RouteTable
-from hubd.smtp.handler import InboundHandler, InboundLimits, ReceivedMessage
+from hubd.smtp.executor import Executor
+from hubd.smtp.limits import LocalCounters, session_limits
+from hubd.smtp.message import ReceivedMessage
+from hubd.smtp.policy import ListenerPolicy
 from hubd.smtp.relay import RelayPolicy
-from hubd.smtp.server import SessionRegistry, start_listener
+from hubd.smtp.server import Inbound, start_listener
 
 
 async def _discard(message: ReceivedMessage) -> None:
@@ -28,32 +31,23 @@ async def _discard(message: ReceivedMessage) -> None:
 
 
 async def serve_sink(listen: HostPort, on_ready: Callable[[HostPort], None]) -> None:
-    """Serve SMTP with hubd's listener and handler, storing nothing, until SIGTERM or SIGINT."""
+    """Serve SMTP with hubd's listener and session, storing nothing, until SIGTERM or SIGINT."""
     config = Config.model_validate({"local_domains": [DOMAIN], "smtp": {"listen": [str(listen)]}})
     smtp = config.smtp
-    handler = InboundHandler(
+    policy = ListenerPolicy(
         hostname="sink.hubd.test",
-        policy=RelayPolicy(
+        relay=RelayPolicy(
             router=Router(config.local_domains, RouteTable(config.routes)),
             trusted_networks=smtp.trusted_networks,
             catch_all=True,
             known_recipients=frozenset(),
         ),
-        limits=InboundLimits(smtp.max_recipients, smtp.max_received_headers),
-        intake=_discard,
-        clock=time.time,
-        rng=random.Random(),
+        limits=session_limits(smtp),
     )
-    registry = SessionRegistry(smtp.max_sessions)
-    listener = await start_listener(
-        listen,
-        handler,
-        registry,
-        hostname="sink.hubd.test",
-        max_message_size=smtp.max_message_size,
-        max_line_length=smtp.max_line_length,
-        idle_timeout=smtp.idle_timeout.total_seconds(),
+    inbound = Inbound(
+        Executor(intake=_discard, clock=time.time), LocalCounters(), time.time, random.Random()
     )
+    listener = await start_listener(listen, policy, inbound, backlog=smtp.listen_backlog)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -61,5 +55,5 @@ async def serve_sink(listen: HostPort, on_ready: Callable[[HostPort], None]) -> 
     on_ready(listener.address)
     await stop.wait()
     listener.server.close()
-    await registry.drain(5.0)
+    await inbound.drain(5.0)
     await listener.server.wait_closed()

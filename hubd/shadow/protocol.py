@@ -1,9 +1,9 @@
 """The XSHADOW wire format: arguments and replies of XSHADOW, XQDISCARD, XQTAKEN, XORIGIN.
 
-Owns: parsing and formatting every XSHADOW verb and reply, as plain functions over strings.
-Public: VERSION, Hello, parse_hello(), format_hello_reply(), parse_hello_reply(),
-parse_discard(), format_discard_reply(), parse_discard_reply(), parse_taken(),
-valid_origin(), parse_queued_reply().
+Owns: parsing every XSHADOW verb and reply, as plain functions over strings (D's replies
+are built in hubd/replies.py, beside every other reply).
+Public: VERSION, Hello, parse_hello(), parse_hello_reply(), parse_discard(),
+parse_discard_reply(), parse_taken(), valid_origin(), parse_queued_reply().
 Failures: none raised; a malformed input gives None.
 See also: docs/xshadow.md.
 """
@@ -38,10 +38,6 @@ def parse_hello(argument: str | None) -> Hello | None:
     return Hello(parts[0], parts[1])
 
 
-def format_hello_reply(me: Hello) -> str:
-    return f"250 2.0.0 XSHADOW {me.name} {me.incarnation}"
-
-
 def parse_hello_reply(text: str) -> Hello | None:
     """D's answer text after the code ("2.0.0 XSHADOW hub-b 5b1e0c7a9d2f4e33")."""
     parts = text.split()
@@ -62,13 +58,6 @@ def parse_discard(argument: str | None) -> tuple[int, int | None] | None:
             return None
         ack = int(value)
     return min(int(parts[0]), 1000), ack
-
-
-def format_discard_reply(queue_ids: list[str], seq: int) -> list[str]:
-    """The multi-line reply: one ID line per notice, then the highest sequence listed."""
-    lines = [f"250-2.0.0 ID={queue_id}" for queue_id in queue_ids]
-    lines.append(f"250 2.0.0 SEQ={seq}" + ("" if queue_ids else " none"))
-    return lines
 
 
 def parse_discard_reply(text: str) -> tuple[list[str], int] | None:

@@ -1,9 +1,11 @@
-"""Parsing and checking envelope addresses from MAIL FROM and RCPT TO.
+"""Parsing and checking envelope addresses from MAIL FROM, RCPT TO and VRFY.
 
-Owns: what an acceptable envelope address is (RFC 5321 4.1.2 and 4.5.3.1 limits).
-Public: Mailbox, parse_mailbox().
-Failures: none raised; parse_mailbox() returns None for an address hubd will not accept.
-Limits: quoted local parts are accepted as given; no IDNA conversion of domains.
+Owns: splitting a path from the parameters after it, and what an acceptable envelope
+address is (RFC 5321 4.1.2 and 4.5.3.1 limits).
+Public: Mailbox, split_path(), parse_mailbox().
+Failures: none raised; None for a path or address hubd will not accept.
+Limits: quoted local parts are accepted as given; no IDNA conversion of domains; a source
+route (`<@a,@b:user@c>`) is dropped, as RFC 5321 appendix C says servers should.
 """
 
 from __future__ import annotations
@@ -27,6 +29,47 @@ class Mailbox:
 
     def __str__(self) -> str:
         return f"{self.local_part}@{self.domain}"
+
+
+def split_path(argument: str) -> tuple[str, str] | None:
+    """Split `<path> params` into the address inside the brackets and the parameter text.
+
+    A path without angle brackets is its first word (clients do send `MAIL FROM:a@b`).
+    None when there is no path, the brackets or quotes do not close, or text follows the
+    path unspaced.
+    """
+    text = argument.lstrip(" ")
+    if not text.startswith("<"):
+        path, _, rest = text.partition(" ")
+        return (path, rest) if path else None
+    end = _closing_bracket(text)
+    if end is None or not (end + 1 == len(text) or text[end + 1] == " "):
+        return None
+    path = text[1:end]
+    if path.startswith("@"):  # a source route, A-d-l ":" mailbox
+        _, colon, path = path.partition(":")
+        if not colon:
+            return None
+    return path, text[end + 1 :]
+
+
+def _closing_bracket(text: str) -> int | None:
+    # The ">" that ends a path starting at text[0] == "<", skipping quoted strings.
+    quoted = escaped = False
+    for index in range(1, len(text)):
+        char = text[index]
+        if escaped:
+            escaped = False
+        elif quoted:
+            quoted = char != '"'
+            escaped = char == "\\"
+        elif char == '"':
+            quoted = True
+        elif char == ">":
+            return index
+        elif char == "<":
+            return None
+    return None
 
 
 def _valid_domain(domain: str) -> bool:

@@ -1,27 +1,45 @@
-"""Checks and trace headers on a received message's bytes.
+"""A message as the session accepted it, and the trace header hubd adds to it.
 
-Owns: the line-ending and NUL rules for DATA, counting Received: headers (loop detection),
-reading Message-ID, and building hubd's own Received: header.
-Public: find_content_fault(), count_received(), message_id(), received_header().
-Failures: none raised; faults come back as a Reply.
-Limits: headers are read from the header section only (up to the first empty line).
-See also: RFC 5321 2.3.8 (CRLF only), 4.4 (trace information); RFC 6152 (no NUL).
+Owns: ReceivedMessage (what the intake commits), hubd's own Received: header, and finding
+the header section of a stored message.
+Public: ReceivedMessage, received_header(), header_section().
+Failures: none raised.
+Limits: the Received: header holds the HELO name and the client's address, both checked by
+the session before they get here (no control characters, valid UTF-8).
+See also: RFC 5321 4.4 (trace information), hubd/intake.py (the commit), hubd/dsn.py.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 
-from hubd import replies
-from hubd.replies import Reply
+from hubd.shadow.protocol import Hello
+from hubd.smtp.params import MailParams, RcptParams
 
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_MESSAGE_ID = re.compile(
-    rb"^message-id[ \t]*:[ \t]*(.*?)\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL
-)
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message as accepted at the end of DATA, before it is committed."""
+
+    queue_id: str
+    sender: str  # "" for the null reverse-path
+    recipients: tuple[str, ...]
+    trace: bytes  # hubd's Received: header, CRLF-terminated
+    content: bytes  # the message as the client sent it, unstuffed
+    received_at: float
+    message_id: str | None
+    client_ip: str
+    helo: str
+    mail_params: MailParams = field(default_factory=MailParams)
+    rcpt_params: tuple[RcptParams, ...] = ()
+    upstream: Hello | None = None  # the XSHADOW peer this came from, owed a discard notice
+
+    @property
+    def data(self) -> bytes:
+        """The message as stored: the trace header, then the content."""
+        return self.trace + self.content
 
 
 def header_section(data: bytes) -> bytes:
@@ -30,29 +48,6 @@ def header_section(data: bytes) -> bytes:
         return b""
     end = data.find(b"\r\n\r\n")
     return data if end < 0 else data[: end + 2]
-
-
-def find_content_fault(data: bytes) -> Reply | None:
-    """The reply refusing a message with a bare CR, a bare LF or a NUL, else None."""
-    if _BARE_LINE_END.search(data):
-        return replies.BARE_LINE_END
-    if b"\x00" in data:
-        return replies.NUL_IN_MESSAGE
-    return None
-
-
-def count_received(data: bytes) -> int:
-    """How many Received: headers the message carries."""
-    return len(_RECEIVED.findall(header_section(data)))
-
-
-def message_id(data: bytes) -> str | None:
-    """The Message-ID header's value, unfolded, or None."""
-    match = _MESSAGE_ID.search(header_section(data))
-    if match is None:
-        return None
-    value = re.sub(rb"\r\n[ \t]+", b" ", match[1]).strip()
-    return value.decode("utf-8", "replace")[:998] or None
 
 
 def received_header(

@@ -7,89 +7,25 @@ where the protocol ends it, the server) still serves: a NOOP, or a whole good tr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 import random
 import re
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hubd.config import HostPort, parse_config
+from hubd.config import parse_config
+from hubd.delivery.maildir import mailbox_dirname
 from hubd.node import Node
 from hubd.testing import async_wait_until, free_loopback_address, maildir_messages
 from tests.conftest import NodeFactory, merge, node_settings
+from tests.integration.rawsmtp import RawClient, Response
 
 pytestmark = pytest.mark.integration
 
-READ_TIMEOUT = 10.0  # seconds for one reply; far above any normal answer on loopback
 LOCAL = {"local_domains": ["corp.test"]}
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """One SMTP reply as it came off the wire: its lines without CRLF."""
-
-    lines: tuple[str, ...]
-
-    @property
-    def code(self) -> int:
-        return int(self.lines[-1][:3])
-
-    @property
-    def line(self) -> str:
-        """The last (for one-line replies, the only) line."""
-        return self.lines[-1]
-
-
-class RawClient:
-    """An SMTP client that sends exactly the bytes it is given and reads replies as they come."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, address: HostPort) -> RawClient:
-        reader, writer = await asyncio.open_connection(address.host, address.port)
-        client = cls(reader, writer)
-        greeting = await client.response()
-        assert greeting.line.startswith("220 "), greeting
-        return client
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def response(self, within: float = READ_TIMEOUT) -> Response:
-        """Read one (possibly multi-line) reply."""
-        lines: list[str] = []
-        async with asyncio.timeout(within):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError(f"connection closed after {lines!r}")
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                lines.append(line)
-                if len(line) < 4 or line[3] != "-":
-                    return Response(tuple(lines))
-
-    async def command(self, line: str | bytes) -> Response:
-        data = line.encode() if isinstance(line, str) else line
-        await self.send(data + b"\r\n")
-        return await self.response()
-
-    async def expect_closed(self, within: float = READ_TIMEOUT) -> bytes:
-        """Wait for the server to close the connection; return what it sent before that."""
-        async with asyncio.timeout(within):
-            return await self.reader.read()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -518,3 +454,83 @@ class TestHookFailure:
             ["x@far.test"],
             ["z@far.test"],
         ]
+
+
+@pytest.fixture
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Every warning or worse the node logs during the test, tracebacks included."""
+    caplog.set_level(logging.WARNING)
+    return caplog.records
+
+
+def no_tracebacks(records: list[logging.LogRecord]) -> None:
+    bad = [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+class TestSyntaxBeforeStorage:
+    async def test_helo_injection_refused(
+        self, start_node: NodeFactory, errors_logged: list[logging.LogRecord]
+    ) -> None:
+        """HELO with a CR gets 501 5.5.2; nothing of it reaches the Received: header."""
+        node = await start_node(**LOCAL)
+        async with session(node, ehlo=False) as client:
+            await expect(client, b"HELO evil\rX-Injected: yes", "501 5.5.2 ")
+            await expect(client, b"EHLO evil\x00X-Injected: yes", "501 5.5.2 ")
+            await expect(client, "MAIL FROM:<alice@outside.test>", "503 5.5.1 ")
+            await expect(client, "HELO client.test", "250 ")
+            await send_good(client, "after-injection")
+        (data,) = (await delivered(node, "bob")).values()
+        assert b"X-Injected" not in data
+        assert b"Received: from client.test (" in data
+        no_tracebacks(errors_logged)
+
+    async def test_invalid_utf8_helo(self, start_node: NodeFactory) -> None:
+        """HELO with invalid UTF-8 gets 501 5.5.2, not a 250 that makes every DATA 451."""
+        node = await start_node(**LOCAL)
+        async with session(node, ehlo=False) as client:
+            await expect(client, b"HELO \xff\xfe", "501 5.5.2 ")
+            await expect(client, b"EHLO client.test", "250")
+            await send_good(client)
+
+    @pytest.mark.parametrize(
+        ("line", "prefix"),
+        [('MAIL FROM:"', "501 5.1.7 "), ('VRFY "', "501 5.1.3 ")],
+        ids=["mail", "vrfy"],
+    )
+    async def test_malformed_paths(
+        self,
+        start_node: NodeFactory,
+        errors_logged: list[logging.LogRecord],
+        line: str,
+        prefix: str,
+    ) -> None:
+        """Paths that broke aiosmtpd's parser (IndexError, 451) get a permanent 501."""
+        node = await start_node(**LOCAL)
+        async with session(node) as client:
+            await expect(client, line, prefix)
+            await expect(client, "MAIL FROM:<alice@outside.test>", "250 2.1.0")
+            await expect(client, 'RCPT TO:"', "501 5.1.3 ")
+            await expect(client, "RCPT TO:<bob@corp.test>", "250 2.1.5")
+            await expect(client, "DATA", "354 ")
+            await client.send(message("after-bad-path"))
+            assert (await client.response()).line.endswith(" queued")
+        no_tracebacks(errors_logged)
+
+    async def test_auth_help_and_smtputf8(self, start_node: NodeFactory) -> None:
+        """AUTH gets 503 5.5.1; HELP lists real verbs; a UTF-8 address needs SMTPUTF8."""
+        node = await start_node(**LOCAL)
+        async with session(node) as client:
+            await expect(client, "AUTH PLAIN AGJvYgBzZWNyZXQ=", "503 5.5.1 ")
+            help_reply = await expect(client, "HELP", "214 2.0.0 Supported commands: ")
+            listed = set(help_reply.line.split(": ", 1)[1].split())
+            assert {"EHLO", "MAIL", "RCPT", "DATA", "XSHADOW"} <= listed
+            assert not listed & {"AUTH", "STARTTLS", "EXPN"}
+            await expect(client, "MAIL FROM:<alïce@outside.test>", "553 5.6.7 ")
+            await expect(client, "MAIL FROM:<alïce@outside.test> SMTPUTF8", "250 2.1.0")
+            await expect(client, "RCPT TO:<bøb@corp.test>", "250 2.1.5")
+            await expect(client, "DATA", "354 ")
+            await client.send(message("utf8"))
+            assert (await client.response()).line.endswith(" queued")
+        (data,) = (await delivered(node, mailbox_dirname("bøb"))).values()
+        assert b"Subject: utf8" in data

@@ -268,3 +268,37 @@ class TestLoadConfig:
         assert caught.value.source == str(path)
         (problem,) = caught.value.problems
         assert problem.startswith(expected), problem
+
+
+class TestSmtpLimits:
+    def test_defaults(self) -> None:
+        """Every [smtp] limit key has the default the README documents."""
+        smtp = parse_config({}).smtp
+        assert smtp.max_connections_per_client == 50
+        assert smtp.max_sessions == 1000
+        assert smtp.max_commands_per_session == 10000
+        assert smtp.max_errors == 20
+        assert smtp.max_header_size == 1 << 20
+        assert smtp.data_timeout == timedelta(minutes=10)
+        assert smtp.max_messages_per_minute_per_client == 600
+        assert smtp.listen_backlog == 1024
+
+    def test_sizes(self) -> None:
+        """max_header_size takes a number of octets or a size with a unit."""
+        assert parse_config({"smtp": {"max_header_size": "64KiB"}}).smtp.max_header_size == 65536
+        assert parse_config({"smtp": {"max_header_size": 4000}}).smtp.max_header_size == 4000
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            ("max_header_size", "lots"),
+            ("max_header_size", 0),
+            ("max_errors", 0),
+            ("listen_backlog", -1),
+            ("data_timeout", "soon"),
+        ],
+    )
+    def test_bad_values_name_the_key(self, key: str, value: object) -> None:
+        """A bad limit is refused with its key in the message."""
+        (problem,) = problems({"smtp": {key: value}})
+        assert problem.startswith(f"smtp.{key}: ")

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hubd import replies
 from hubd.shadow.protocol import (
     Hello,
-    format_discard_reply,
-    format_hello_reply,
     parse_discard,
     parse_discard_reply,
     parse_hello,
@@ -41,9 +40,9 @@ class TestHello:
         assert parse_hello(argument) == expected
 
     def test_reply_round_trip(self) -> None:
-        """The reply D formats is the one U parses."""
+        """The reply D sends (hubd/replies.py) is the one U parses."""
         me = Hello("hub-b", "5b1e0c7a9d2f4e33")
-        code, text = format_hello_reply(me).split(" ", 1)
+        code, text = str(replies.xshadow_identity(me.name, me.incarnation)).split(" ", 1)
         assert code == "250"
         assert parse_hello_reply(text) == me
 
@@ -73,12 +72,12 @@ class TestDiscard:
 
     def test_reply_lines(self) -> None:
         """One ID line per notice, then SEQ; with none, SEQ and the word none."""
-        assert format_discard_reply(["Q1", "Q2"], 19) == [
+        assert replies.discard_notices(["Q1", "Q2"], 19).lines() == [
             "250-2.0.0 ID=Q1",
             "250-2.0.0 ID=Q2",
             "250 2.0.0 SEQ=19",
         ]
-        assert format_discard_reply([], 7) == ["250 2.0.0 SEQ=7 none"]
+        assert replies.discard_notices([], 7).lines() == ["250 2.0.0 SEQ=7 none"]
 
     @given(
         st.lists(st.text(alphabet="0123456789BCDFGHJ", min_size=1, max_size=19), max_size=20),
@@ -86,7 +85,7 @@ class TestDiscard:
     )
     def test_reply_round_trip(self, ids: list[str], seq: int) -> None:
         """What D formats, U reads back (as aiosmtplib joins a multi-line reply's texts)."""
-        lines = format_discard_reply(ids, seq)
+        lines = replies.discard_notices(ids, seq).lines()
         text = "\n".join(line[4:] for line in lines)
         assert parse_discard_reply(text) == (ids, seq)
 

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hubd.smtp.address import MAX_ADDRESS_LENGTH, MAX_LOCAL_PART, Mailbox, parse_mailbox
+from hubd.smtp.address import (
+    MAX_ADDRESS_LENGTH,
+    MAX_LOCAL_PART,
+    Mailbox,
+    parse_mailbox,
+    split_path,
+)
 
 
 class TestParseMailbox:
@@ -115,3 +121,49 @@ class TestParseMailbox:
         assert mailbox is not None
         assert mailbox.local_part == local_part
         assert parse_mailbox(str(mailbox)) == mailbox
+
+
+class TestSplitPath:
+    @pytest.mark.parametrize(
+        ("argument", "expected"),
+        [
+            ("<a@b.test>", ("a@b.test", "")),
+            ("<a@b.test> SIZE=10", ("a@b.test", " SIZE=10")),
+            ("  <a@b.test>", ("a@b.test", "")),
+            ("<>", ("", "")),
+            ("a@b.test SIZE=10", ("a@b.test", "SIZE=10")),
+            ('<"a>b"@c.test>', ('"a>b"@c.test', "")),
+            ('<"a\\"b"@c.test>', ('"a\\"b"@c.test', "")),
+            ("<@r1.test,@r2.test:a@b.test>", ("a@b.test", "")),
+            ('"', ('"', "")),
+        ],
+        ids=[
+            "plain",
+            "parameters",
+            "leading-space",
+            "null",
+            "no-brackets",
+            "quoted-bracket",
+            "quoted-escape",
+            "source-route-dropped",
+            "lone-quote-is-a-bare-path",
+        ],
+    )
+    def test_split(self, argument: str, expected: tuple[str, str]) -> None:
+        """The path inside the brackets and the text after it."""
+        assert split_path(argument) == expected
+
+    @pytest.mark.parametrize(
+        "argument",
+        ["", "<", "<a@b.test", '<"a@b.test>', "<a@b.test>x", "<a<b>", "<@r.test>"],
+        ids=["empty", "open", "unclosed", "open-quote", "text-after", "nested", "route-only"],
+    )
+    def test_refused(self, argument: str) -> None:
+        """Brackets or quotes that do not close, or glued text, are no path."""
+        assert split_path(argument) is None
+
+    @given(st.text(max_size=40))
+    def test_never_raises(self, argument: str) -> None:
+        """Any argument gives a split or None."""
+        result = split_path(argument)
+        assert result is None or isinstance(result[0], str)

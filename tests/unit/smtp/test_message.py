@@ -1,4 +1,4 @@
-"""Checks and trace headers on a received message's bytes."""
+"""The trace header hubd adds, and the header section of a stored message."""
 
 from __future__ import annotations
 
@@ -7,56 +7,10 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from hubd import replies
-from hubd.replies import Reply
-from hubd.smtp.message import (
-    count_received,
-    find_content_fault,
-    header_section,
-    message_id,
-    received_header,
-)
+from hubd.smtp.data import ContentLimits, DataReader
+from hubd.smtp.message import header_section, received_header
 
 NOW = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-
-
-class TestFindContentFault:
-    @pytest.mark.parametrize(
-        ("data", "expected"),
-        [
-            (b"Subject: x\r\n\r\nhello\r\n", None),
-            (b"", None),
-            (b"\r\n", None),
-            (b"Subject: caf\xc3\xa9\r\n\r\n\xff\xfe 8-bit\r\n", None),
-            (b"Subject: x\r\n\r\nhello\nworld\r\n", replies.BARE_LINE_END),
-            (b"\nSubject: x\r\n", replies.BARE_LINE_END),
-            (b"Subject: x\r\n\r\nhello\rworld\r\n", replies.BARE_LINE_END),
-            (b"Subject: x\r\n\r\nhello\r\r\n", replies.BARE_LINE_END),
-            (b"Subject: x\r\n\r\nhello\r", replies.BARE_LINE_END),
-            (b"Subject: x\r\n\r\nhello\n.\nMAIL FROM:<e@x>\r\n", replies.BARE_LINE_END),
-            (b"Subject: x\r\n\r\nhel\x00lo\r\n", replies.NUL_IN_MESSAGE),
-            (b"\x00", replies.NUL_IN_MESSAGE),
-            (b"a\x00b\nc\r\n", replies.BARE_LINE_END),
-        ],
-        ids=[
-            "clean",
-            "empty",
-            "empty-line",
-            "8-bit",
-            "bare-lf",
-            "bare-lf-first",
-            "bare-cr",
-            "cr-cr-lf",
-            "cr-at-end",
-            "smuggling",
-            "nul",
-            "only-nul",
-            "line-end-reported-before-nul",
-        ],
-    )
-    def test_fault(self, data: bytes, expected: Reply | None) -> None:
-        """Only CRLF may end a line (RFC 5321 2.3.8) and NUL is never allowed (RFC 6152)."""
-        assert find_content_fault(data) is expected
 
 
 class TestHeaderSection:
@@ -73,78 +27,6 @@ class TestHeaderSection:
     def test_section(self, data: bytes, expected: bytes) -> None:
         """The header section ends at the first empty line and keeps its last CRLF."""
         assert header_section(data) == expected
-
-
-class TestCountReceived:
-    @pytest.mark.parametrize(
-        ("data", "expected"),
-        [
-            (b"Subject: x\r\n\r\nbody\r\n", 0),
-            (b"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nbody\r\n", 2),
-            (b"received: a\r\nRECEIVED : b\r\nReceived\t: c\r\n\r\n", 3),
-            (b"Received: a\r\n\tfolded\r\n  Received: not a header\r\n\r\n", 1),
-            (b"X-Received: a\r\nReceived-SPF: pass\r\n\r\n", 0),
-            (b"Received: a\r\n\r\nReceived: in the body\r\nReceived: again\r\n", 1),
-            (b"\r\nReceived: body only\r\n", 0),
-            (b"Subject: x\r\nReceived: a\r\n", 1),
-        ],
-        ids=[
-            "none",
-            "two",
-            "any-case-and-space-before-colon",
-            "continuation-not-counted",
-            "other-names",
-            "body-not-counted",
-            "empty-header-section",
-            "no-body",
-        ],
-    )
-    def test_count(self, data: bytes, expected: int) -> None:
-        """Only Received: fields of the header section count towards the hop limit."""
-        assert count_received(data) == expected
-
-
-class TestMessageId:
-    @pytest.mark.parametrize(
-        ("data", "expected"),
-        [
-            (b"Message-ID: <a@b.test>\r\nSubject: x\r\n\r\nbody\r\n", "<a@b.test>"),
-            (b"message-id:<a@b.test>\r\n\r\n", "<a@b.test>"),
-            (b"Message-Id :  <a@b.test>  \r\n\r\n", "<a@b.test>"),
-            (b"Message-ID:\r\n <a@b.test>\r\nSubject: x\r\n\r\n", "<a@b.test>"),
-            (b"Message-ID:\r\n\t<a@b.test>\r\n\r\n", "<a@b.test>"),
-            (b"Message-ID: <long\r\n  @b.test>\r\nSubject: x\r\n\r\n", "<long @b.test>"),
-            (b"Subject: x\r\nMessage-ID: <last@b.test>\r\n", "<last@b.test>"),
-            (b"Subject: x\r\n\r\nMessage-ID: <body@b.test>\r\n", None),
-            (b"Subject: x\r\n\r\n", None),
-            (b"Message-ID: \r\nSubject: x\r\n\r\n", None),
-            (b"X-Message-ID: <other@b.test>\r\n\r\n", None),
-            (b"Message-ID: <\xff@b.test>\r\n\r\n", "<\ufffd@b.test>"),
-        ],
-        ids=[
-            "plain",
-            "lower-case-no-space",
-            "spaces-around",
-            "folded-before-value",
-            "folded-with-tab",
-            "folded-inside-value",
-            "last-header-no-body",
-            "only-in-body",
-            "absent",
-            "empty-value",
-            "other-header",
-            "undecodable-byte",
-        ],
-    )
-    def test_value(self, data: bytes, expected: str | None) -> None:
-        """The Message-ID header's value, unfolded and stripped, from the header section only."""
-        assert message_id(data) == expected
-
-    def test_truncated(self) -> None:
-        """An absurdly long value is cut to one header line's worth (998 characters)."""
-        value = message_id(b"Message-ID: <" + b"x" * 2000 + b"@b.test>\r\n\r\n")
-        assert value is not None
-        assert len(value) == 998
 
 
 class TestReceivedHeader:
@@ -191,5 +73,7 @@ class TestReceivedHeader:
         (value,) = parsed.get_all("Received") or []
         assert str(value).startswith("from client.test")
         assert parsed["Subject"] == "x"
-        assert count_received(data) == 1
-        assert find_content_fault(data) is None
+        reader = DataReader(ContentLimits(10_000, 1001, 10_000, 5))
+        reader.feed(data + b".\r\n")
+        summary = reader.summary()
+        assert (summary.received, summary.fault) == (1, None)

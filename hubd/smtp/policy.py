@@ -1,0 +1,52 @@
+"""What a listener offers and enforces, as one value handed to each of its sessions.
+
+Owns: the shape of a listener's policy: its name, relay rule, limits, whether it speaks
+XSHADOW with peers, and whether it delays acknowledgements.
+Public: ListenerPolicy, ShadowOffer.
+Limits: relay listeners only; submission (AUTH, TLS) and peer-only listeners will be more
+fields here, not branches in the glue.
+See also: hubd/smtp/session.py (reads it), hubd/node.py (builds it from the config).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hubd.shadow.protocol import VERSION, Hello
+from hubd.smtp.limits import SessionLimits
+from hubd.smtp.relay import RelayPolicy
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowOffer:
+    """XSHADOW on this listener: who this node is, and who may speak it (`[shadow] peers`)."""
+
+    me: Hello
+    peers: Sequence[IPNetwork]
+
+    @property
+    def extension(self) -> str:
+        """The EHLO keyword line."""
+        return f"XSHADOW {VERSION}"
+
+    def is_peer(self, client_ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.peers)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    """Everything a session of one listener decides with, besides the node-wide counters."""
+
+    hostname: str
+    relay: RelayPolicy
+    limits: SessionLimits
+    shadow: ShadowOffer | None = None
+    max_ack_delay: float | None = None  # delayed acknowledgement; None: answer at commit
