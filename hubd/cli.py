@@ -35,6 +35,24 @@ app = typer.Typer(
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The node's hubd.toml.")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from hubd import __version__
+
+        typer.echo(f"hubd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """hubd: an SMTP hub transport that loses no mail."""
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"hubd: {message}", err=True)
     return typer.Exit(code)
@@ -121,15 +139,18 @@ def send(
     subject: Annotated[str, typer.Option(help="Subject line.")] = "hubd test message",
 ) -> None:
     """Submit test messages and print each reply."""
-    from hubd.sending import send_test_messages
+    from hubd.sending import SendError, send_test_messages
 
     try:
         address = HostPort.parse(server)
     except ValueError as error:
-        raise _fail(str(error), 2) from None
-    failures = asyncio.run(
-        send_test_messages(address, sender, recipients, count=count, subject=subject)
-    )
+        raise _fail(f"--server: {error}", 2) from None
+    try:
+        failures = asyncio.run(
+            send_test_messages(address, sender, recipients, count=count, subject=subject)
+        )
+    except SendError as error:
+        raise _fail(str(error), 1) from None
     raise typer.Exit(1 if failures else 0)
 
 
