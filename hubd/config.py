@@ -3,7 +3,8 @@
 Owns: the shape, defaults and validation of hubd.toml (DESIGN.md, Configuration).
 Public: Config and its sections, load_config(), write_config(), HostPort, parse_duration().
 Failures: ConfigError with one line per problem ("smtp.listen[0]: expected host:port ...").
-Limits: durations are whole numbers with one unit (s, m, h, d); sizes are bytes.
+Limits: durations are whole numbers with one unit (s, m, h, d); sizes are bytes; every path
+(a ConfigPath field) is relative to the config file's directory.
 See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +28,7 @@ from pydantic import (
     PlainSerializer,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -131,6 +134,19 @@ def _domain_pattern(value: object) -> str:
 DomainPattern = Annotated[str, BeforeValidator(_domain_pattern)]
 
 
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    # The one place relative paths are anchored: the directory of the file they were read
+    # from (passed as validation context by load_config), never the working directory.
+    base = (info.context or {}).get("base")
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+"""A file or directory named in a config: relative to the config file's directory."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -142,7 +158,12 @@ class NodeConfig(_Section):
         description="Unique in the cluster; appears in XSHADOW and Received:.",
     )
     hostname: str = Field("localhost", description="EHLO and banner name.")
-    data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
+    model_config = ConfigDict(revalidate_instances="always")  # so a default [node] is anchored too
+    data_dir: ConfigPath = Field(
+        Path("var/hub"),
+        validate_default=True,
+        description="queue.db, tracking/, mailboxes/ (relative to the config file's directory).",
+    )
     processes: int = Field(
         1,
         ge=0,
@@ -173,7 +194,9 @@ class SmtpConfig(_Section):
 
 
 class MailboxesConfig(_Section):
-    dir: Path | None = Field(None, description="Default: data_dir/mailboxes.")
+    dir: ConfigPath | None = Field(
+        None, description="Default: data_dir/mailboxes (relative to the config file's directory)."
+    )
     catch_all: bool = True
     recipients: list[str] = Field(default_factory=list)
 
@@ -207,7 +230,9 @@ class DeliveryConfig(_Section):
     concurrency_per_hop: PositiveInt = 10
     mx_port: int = Field(25, ge=1, le=65535)
     tls: Literal["off", "opportunistic", "verify"] = "opportunistic"
-    tls_ca: Path | None = None
+    tls_ca: ConfigPath | None = Field(
+        None, description="CA file for tls = 'verify' (relative to the config file's directory)."
+    )
     connect_timeout: Duration = timedelta(seconds=30)
     command_timeout: Duration = timedelta(minutes=5)
 
@@ -260,7 +285,7 @@ class RouteConfig(_Section):
 
 class Config(_Section):
     local_domains: list[Domain] = Field(default_factory=list)
-    node: NodeConfig = Field(default_factory=NodeConfig)
+    node: NodeConfig = Field(default_factory=NodeConfig, validate_default=True)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     mailboxes: MailboxesConfig = Field(default_factory=MailboxesConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
@@ -310,16 +335,22 @@ def _problems(error: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document; raise ConfigError naming every bad key."""
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", *, base: Path | None = None
+) -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming every bad key.
+
+    Relative paths (every ConfigPath field) are taken relative to `base` when it is given,
+    and left as they are when it is not.
+    """
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base": base})
     except ValidationError as error:
         raise ConfigError(source, _problems(error)) from None
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate a TOML configuration file; relative data paths stay relative to CWD."""
+    """Read and validate a TOML configuration file; its relative paths are relative to it."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -328,7 +359,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), [f"cannot read: {error}"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), base=path.absolute().parent)
 
 
 def _toml_value(value: Any) -> str:
