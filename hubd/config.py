@@ -224,6 +224,21 @@ class QueueConfig(_Section):
     poison_threshold: PositiveInt = Field(
         2, description="Crashes during a message's delivery before it is held (POISON)."
     )
+    double_bounce_to: str | None = Field(
+        None,
+        description="Where a DSN (any mail from <>) that cannot be delivered goes; default "
+        'postmaster@<first local domain>, or "" (drop it, with a DOUBLE_BOUNCE line) on a '
+        "node without local domains.",
+    )
+
+    @field_validator("double_bounce_to")
+    @classmethod
+    def _address_or_empty(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+            raise ValueError(
+                f"expected an address such as 'postmaster@corp.test' or '', got {value!r}"
+            )
+        return value
 
 
 class DeliveryConfig(_Section):
@@ -308,6 +323,13 @@ class Config(_Section):
         if self.shadow.peers is None:
             return list(self.smtp.trusted_networks)
         return list(self.shadow.peers)
+
+    @property
+    def double_bounce_address(self) -> str:
+        """Where undeliverable DSNs go ("" for nowhere): queue.double_bounce_to or its default."""
+        if self.queue.double_bounce_to is not None:
+            return self.queue.double_bounce_to
+        return f"postmaster@{self.local_domains[0]}" if self.local_domains else ""
 
     @property
     def mailbox_dir(self) -> Path:
