@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hubd import __version__
-from hubd.testing import free_loopback_address
+from hubd.testing import free_loopback_address, maildir_messages, wait_until, write_config
 from tests.conftest import NodeFactory
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,61 @@ class TestSendReplies:
         refused, accepted = mixed.stdout.splitlines()
         assert refused.startswith("1: nobody@corp.test refused: 550 5.1.1")
         assert accepted.startswith("1: 250 2.0.0")
+
+
+HUBD = str(Path(sys.executable).parent / "hubd")
+
+
+def _serve_config(tmp_path: Path, local_domains: list[str]) -> str:
+    """A fresh node's config on its own loopback address."""
+    host, port = free_loopback_address()
+    config = write_config(
+        tmp_path / "hubd.toml",
+        {
+            "local_domains": local_domains,
+            "node": {"name": "hint", "data_dir": "data"},
+            "smtp": {"listen": [f"{host}:{port}"]},
+        },
+    )
+    return str(config)
+
+
+class TestServeHints:
+    def test_the_suggested_send_works_as_printed(self, tmp_path: Path) -> None:
+        """With a local domain, the printed `send` runs as is and lands in the printed Maildir."""
+        config = _serve_config(tmp_path, ["corp.test"])
+        with subprocess.Popen(
+            [HUBD, "serve", "-c", config], stderr=subprocess.PIPE, text=True
+        ) as node:
+            try:
+                assert node.stderr is not None
+                node.stderr.readline()  # accepting mail on ...
+                hint = node.stderr.readline()
+                command, _, mailboxes = hint.removeprefix("hubd: try: ").partition(
+                    "   (mailboxes: "
+                )
+                argv = shlex.split(command)
+                assert argv[0] == HUBD
+                assert argv[argv.index("--to") + 1].endswith("@corp.test")
+                assert argv[argv.index("--from") + 1].endswith("@corp.test")
+                sent = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+                assert sent.returncode == 0, sent.stderr
+                box = Path(mailboxes.rstrip(")\n")) / "corp.test" / "user"
+                wait_until(lambda: maildir_messages(box), 15, f"mail in {box}")
+            finally:
+                node.terminate()
+
+    def test_no_local_domain_says_so(self, tmp_path: Path) -> None:
+        """Without local domains no send to the internet is suggested; the hint says why."""
+        config = _serve_config(tmp_path, [])
+        with subprocess.Popen(
+            [HUBD, "serve", "-c", config], stderr=subprocess.PIPE, text=True
+        ) as node:
+            try:
+                assert node.stderr is not None
+                node.stderr.readline()
+                hint = node.stderr.readline()
+            finally:
+                node.terminate()
+        assert hint.startswith("hubd: this node has no local_domains"), hint
+        assert "send --server" not in hint
