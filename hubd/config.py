@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -140,7 +141,7 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base")
     if base is None or value.is_absolute():
         return value
-    return Path(base) / value
+    return Path(os.path.normpath(Path(base) / value))  # "etc/../var" reads as "var"
 
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]

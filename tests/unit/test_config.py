@@ -284,7 +284,7 @@ class TestRelativePaths:
         monkeypatch.chdir(tmp_path)
         config = load_config(Path("etc/hubd.toml"))
         assert config.node.data_dir == tmp_path / "etc" / "var" / "q"
-        assert config.mailbox_dir == tmp_path / "etc" / ".." / "mail"
+        assert config.mailbox_dir == tmp_path / "mail"
         assert config.delivery.tls_ca == tmp_path / "etc" / "ca.pem"
 
     def test_default_data_dir_and_absolute_paths(self, tmp_path: Path) -> None:
