@@ -110,6 +110,15 @@ def _serve_config(tmp_path: Path, local_domains: list[str]) -> str:
     return str(config)
 
 
+def _hint_line(node: subprocess.Popen[str]) -> str:
+    """The line `hubd serve` prints after "accepting mail on ..." (log lines may come first)."""
+    assert node.stderr is not None
+    for line in node.stderr:
+        if line.startswith("hubd: node ") and "accepting mail" in line:
+            return node.stderr.readline()
+    raise AssertionError("hubd serve ended before it accepted mail")
+
+
 class TestServeHints:
     def test_the_suggested_send_works_as_printed(self, tmp_path: Path) -> None:
         """With a local domain, the printed `send` runs as is and lands in the printed Maildir."""
@@ -118,9 +127,7 @@ class TestServeHints:
             [HUBD, "serve", "-c", config], stderr=subprocess.PIPE, text=True
         ) as node:
             try:
-                assert node.stderr is not None
-                node.stderr.readline()  # accepting mail on ...
-                hint = node.stderr.readline()
+                hint = _hint_line(node)
                 command, _, mailboxes = hint.removeprefix("hubd: try: ").partition(
                     "   (mailboxes: "
                 )
@@ -142,9 +149,7 @@ class TestServeHints:
             [HUBD, "serve", "-c", config], stderr=subprocess.PIPE, text=True
         ) as node:
             try:
-                assert node.stderr is not None
-                node.stderr.readline()
-                hint = node.stderr.readline()
+                hint = _hint_line(node)
             finally:
                 node.terminate()
         assert hint.startswith("hubd: this node has no local_domains"), hint
