@@ -153,13 +153,13 @@ class _Section(BaseModel):
 
 
 class NodeConfig(_Section):
+    model_config = ConfigDict(revalidate_instances="always")  # so a default [node] is anchored too
     name: str = Field(
         "hub",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
         description="Unique in the cluster; appears in XSHADOW and Received:.",
     )
     hostname: str = Field("localhost", description="EHLO and banner name.")
-    model_config = ConfigDict(revalidate_instances="always")  # so a default [node] is anchored too
     data_dir: ConfigPath = Field(
         Path("var/hub"),
         validate_default=True,
