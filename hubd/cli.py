@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -41,6 +42,24 @@ ConfigOption = Annotated[
         help="The node's hubd.toml (default: $HUBD_CONFIG, ./hubd.toml, /etc/hubd/hubd.toml).",
     ),
 ]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from hubd import __version__
+
+        typer.echo(f"hubd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """hubd: an SMTP hub transport that loses no mail."""
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -94,12 +113,7 @@ def serve(
     def ready(node: Running) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
         typer.echo(f"hubd: node {settings.node.name} accepting mail on {addresses}", err=True)
-        domain = settings.local_domains[0] if settings.local_domains else "example.org"
-        typer.echo(
-            f"hubd: try: hubd send --server {node.relay_addresses[0]} --from you@example.org"
-            f" --to user@{domain}   (mailboxes: {settings.mailbox_dir})",
-            err=True,
-        )
+        typer.echo(f"hubd: {_serve_hint(settings, node.relay_addresses[0])}", err=True)
 
     lock = _lock_data_dir(settings.node.data_dir)
     try:
@@ -116,6 +130,20 @@ def serve(
         lock.release()
     if status:
         raise typer.Exit(status)
+
+
+def _serve_hint(settings: Config, relay: HostPort) -> str:
+    """A `hubd send` to try that stays on this node, or why there is none."""
+    if not settings.local_domains:
+        return (
+            "this node has no local_domains: it keeps no mail itself and relays everything "
+            "by its routes or MX; set local_domains to try it with hubd send"
+        )
+    domain = settings.local_domains[0]
+    return (
+        f"try: {_command_name()} send --server {relay} --from you@{domain} --to user@{domain}"
+        f"   (mailboxes: {settings.mailbox_dir})"
+    )
 
 
 def _lock_data_dir(data_dir: Path) -> DataDirLock:
@@ -146,15 +174,18 @@ def send(
     subject: Annotated[str, typer.Option(help="Subject line.")] = "hubd test message",
 ) -> None:
     """Submit test messages and print each reply."""
-    from hubd.sending import send_test_messages
+    from hubd.sending import SendError, send_test_messages
 
     try:
         address = HostPort.parse(server)
     except ValueError as error:
-        raise _fail(str(error), 2) from None
-    failures = asyncio.run(
-        send_test_messages(address, sender, recipients, count=count, subject=subject)
-    )
+        raise _fail(f"--server: {error}", 2) from None
+    try:
+        failures = asyncio.run(
+            send_test_messages(address, sender, recipients, count=count, subject=subject)
+        )
+    except SendError as error:
+        raise _fail(str(error), 1) from None
     raise typer.Exit(1 if failures else 0)
 
 
@@ -385,43 +416,70 @@ def _cluster_layout(directory: Path) -> Layout:
 @cluster_app.command("up")
 def cluster_up(
     directory: DirOption = Path("var/cluster"),
-    nodes: Annotated[int, typer.Option(min=1, max=9, help="How many hubs.")] = 3,
+    hubs: Annotated[
+        int, typer.Option("--hubs", "--nodes", min=1, max=9, help="How many hubs.")
+    ] = 3,
     detach: Annotated[bool, typer.Option(help="Return once every node accepts mail.")] = False,
     heartbeat: Annotated[str, typer.Option(help="shadow.heartbeat_interval of the nodes.")] = "10s",
 ) -> None:
     """Start a cluster: hubs, a mailstore, an outside MX host and a DNS server."""
     import threading
 
-    from hubd.cluster.run import ClusterError, bring_down, bring_up, watch
+    from hubd.cluster.run import ClusterError, ClusterInterrupted, bring_down, bring_up, watch
     from hubd.cluster.status import cluster_status, format_table
 
     try:
         parse_duration(heartbeat)
     except ValueError as error:
         raise _fail(f"--heartbeat: {error}", 2) from None
+    # From here on Ctrl-C only sets `stop`: start-up checks it between steps and stops what
+    # it started, so it can never leave a node running unrecorded.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
     try:
-        layout = bring_up(directory, hubs=nodes, heartbeat=heartbeat)
+        layout = bring_up(directory, hubs=hubs, heartbeat=heartbeat, stop=stop)
+    except ClusterInterrupted as error:
+        typer.echo(f"hubd: cluster start-up {error}", err=True)
+        raise typer.Exit(130) from None
     except ClusterError as error:
         raise _fail(str(error), 1) from None
     elapsed = time.monotonic() - started
     typer.echo(format_table(cluster_status(layout), layout))
-    hub = layout.node("hub-1")
-    typer.echo(
-        f"\nall nodes accept mail ({elapsed:.1f}s). Try:\n"
-        f"  hubd send --server {hub.relay} --from you@example.org --to user@corp.test\n"
-        f"  hubd send --server {hub.relay} --from user@corp.test --to friend@example.net\n"
-        f"  hubd cluster status --dir {directory}"
-    )
+    typer.echo(f"\nall nodes accept mail ({elapsed:.1f}s). {_cluster_hints(layout, directory)}")
     if detach:
         return
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     watch(layout, stop)
     typer.echo("stopping the cluster...")
     stopped = bring_down(layout)
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def _command_name() -> str:
+    """How to run this hubd again from the same directory, as the user started it."""
+    import shutil
+
+    invoked = sys.argv[0]
+    if invoked.endswith("__main__.py"):
+        return f"{sys.executable} -m hubd"
+    on_path = shutil.which("hubd")
+    if on_path is not None and Path(on_path).resolve() == Path(invoked).resolve():
+        return "hubd"
+    return invoked
+
+
+def _cluster_hints(layout: Layout, directory: Path) -> str:
+    from hubd.cluster.layout import CLUSTER_DOMAIN, OUTSIDE_DOMAIN
+
+    hubd = _command_name()
+    send = f"{hubd} send --server {layout.node('hub-1').relay}"
+    return (
+        "Try:\n"
+        f"  {send} --from you@{OUTSIDE_DOMAIN} --to user@{CLUSTER_DOMAIN}\n"
+        f"  {send} --from user@{CLUSTER_DOMAIN} --to friend@{OUTSIDE_DOMAIN}\n"
+        f"  {hubd} cluster status --dir {directory}"
+    )
 
 
 @cluster_app.command("status")
@@ -453,6 +511,10 @@ def _node_action(directory: Path, node: str, action: str) -> None:
         plan = layout.node(node)
     except KeyError as error:
         raise _fail(str(error.args[0]), 2) from None
+    running = control.node_pid(plan)
+    if action == "start" and running is not None:
+        typer.echo(f"{node}: already running (pid {running})")
+        return
     if action == "kill":
         done = control.kill_node(plan)
     elif action == "stop":

@@ -5,7 +5,8 @@ Public: Config and its sections, load_config(), find_config(), write_config(), d
 HostPort, parse_duration(), parse_size().
 Failures: ConfigError with one line per problem ("smtp.listen[0]: expected host:port ...").
 Limits: durations are whole numbers with one unit (ms, s, m, h, d); sizes are bytes or a
-whole number with B, KiB, MiB or GiB.
+whole number with B, KiB, MiB or GiB; every path (a ConfigPath field) is relative to the
+config file's directory.
 See also: README.md (Configuration), hubd/cli.py (exit code 2 on ConfigError).
 """
 
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
@@ -30,6 +32,7 @@ from pydantic import (
     PlainSerializer,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -170,18 +173,36 @@ def _domain_pattern(value: object) -> str:
 DomainPattern = Annotated[str, BeforeValidator(_domain_pattern)]
 
 
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    # The one place relative paths are anchored: the directory of the file they were read
+    # from (passed as validation context by load_config), never the working directory.
+    base = (info.context or {}).get("base")
+    if base is None or value.is_absolute():
+        return value
+    return Path(os.path.normpath(Path(base) / value))  # "etc/../var" reads as "var"
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+"""A file or directory named in a config: relative to the config file's directory."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NodeConfig(_Section):
+    model_config = ConfigDict(revalidate_instances="always")  # so a default [node] is anchored too
     name: str = Field(
         "hub",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
         description="Unique in the cluster; appears in XSHADOW and Received:.",
     )
     hostname: str = Field("localhost", description="EHLO and banner name.")
-    data_dir: Path = Field(Path("var/hub"), description="queue.db, tracking/, mailboxes/.")
+    data_dir: ConfigPath = Field(
+        Path("var/hub"),
+        validate_default=True,
+        description="queue.db, tracking/, mailboxes/ (relative to the config file's directory).",
+    )
     processes: int = Field(
         0,
         ge=0,
@@ -242,7 +263,9 @@ class SmtpConfig(_Section):
 
 
 class MailboxesConfig(_Section):
-    dir: Path | None = Field(None, description="Default: data_dir/mailboxes.")
+    dir: ConfigPath | None = Field(
+        None, description="Default: data_dir/mailboxes (relative to the config file's directory)."
+    )
     catch_all: bool = True
     recipients: list[str] = Field(default_factory=list)
 
@@ -270,13 +293,30 @@ class QueueConfig(_Section):
     poison_threshold: PositiveInt = Field(
         2, description="Crashes during a message's delivery before it is held (POISON)."
     )
+    double_bounce_to: str | None = Field(
+        None,
+        description="Where a DSN (any mail from <>) that cannot be delivered goes; default "
+        'postmaster@<first local domain>, or "" (drop it, with a DOUBLE_BOUNCE line) on a '
+        "node without local domains.",
+    )
+
+    @field_validator("double_bounce_to")
+    @classmethod
+    def _address_or_empty(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+            raise ValueError(
+                f"expected an address such as 'postmaster@corp.test' or '', got {value!r}"
+            )
+        return value
 
 
 class DeliveryConfig(_Section):
     concurrency_per_hop: PositiveInt = 10
     mx_port: int = Field(25, ge=1, le=65535)
     tls: Literal["off", "opportunistic", "verify"] = "opportunistic"
-    tls_ca: Path | None = None
+    tls_ca: ConfigPath | None = Field(
+        None, description="CA file for tls = 'verify' (relative to the config file's directory)."
+    )
     connect_timeout: Duration = timedelta(seconds=30)
     command_timeout: Duration = timedelta(minutes=5)
 
@@ -354,7 +394,7 @@ class RouteConfig(_Section):
 
 class Config(_Section):
     local_domains: list[Domain] = Field(default_factory=list)
-    node: NodeConfig = Field(default_factory=NodeConfig)
+    node: NodeConfig = Field(default_factory=NodeConfig, validate_default=True)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     mailboxes: MailboxesConfig = Field(default_factory=MailboxesConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
@@ -379,6 +419,13 @@ class Config(_Section):
         if self.shadow.peers is None:
             return list(self.smtp.trusted_networks)
         return list(self.shadow.peers)
+
+    @property
+    def double_bounce_address(self) -> str:
+        """Where undeliverable DSNs go ("" for nowhere): queue.double_bounce_to or its default."""
+        if self.queue.double_bounce_to is not None:
+            return self.queue.double_bounce_to
+        return f"postmaster@{self.local_domains[0]}" if self.local_domains else ""
 
     @property
     def mailbox_dir(self) -> Path:
@@ -406,16 +453,22 @@ def _problems(error: ValidationError) -> list[str]:
     return lines
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document; raise ConfigError naming every bad key."""
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", *, base: Path | None = None
+) -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming every bad key.
+
+    Relative paths (every ConfigPath field) are taken relative to `base` when it is given,
+    and left as they are when it is not.
+    """
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base": base})
     except ValidationError as error:
         raise ConfigError(source, _problems(error)) from None
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate a TOML configuration file; relative data paths stay relative to CWD."""
+    """Read and validate a TOML configuration file; its relative paths are relative to it."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -424,7 +477,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), [f"cannot read: {error}"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), base=path.absolute().parent)
 
 
 def _plain(value: Any) -> Any:

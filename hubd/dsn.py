@@ -53,6 +53,8 @@ class DsnReport:
     envid: str = ""
     ret: str = ""  # "FULL", "HDRS" or "" (the default: the whole message within the cap)
     retry_until: datetime | None = None
+    # A notice to the postmaster about mail from <> (a DSN) that could not be delivered.
+    double_bounce: bool = False
 
 
 def status_of(reply: str) -> str:
@@ -76,7 +78,10 @@ def _address_type(address: str) -> str:
     return f"rfc822; {address}" if address.isascii() else f"utf-8; {address}"
 
 
-def _subject(recipients: Sequence[DsnRecipient]) -> str:
+def _subject(report: DsnReport) -> str:
+    if report.double_bounce:
+        return "Postmaster Copy: Undelivered Mail (double bounce)"
+    recipients = report.recipients
     actions = {r.action for r in recipients}
     if actions == {"delayed"}:
         return "Delayed Mail (still being retried)"
@@ -91,7 +96,10 @@ def _human_part(report: DsnReport) -> str:
         "",
     ]
     actions = {r.action for r in report.recipients}
-    if "failed" in actions:
+    if report.double_bounce:
+        lines.append("A message with an empty sender (a delivery status notification) could")
+        lines.append("not be delivered; it has no sender to return to, so it comes to you.")
+    elif "failed" in actions:
         lines.append("Your message could not be delivered to one or more recipients.")
     if "delayed" in actions:
         until = format_datetime(report.retry_until) if report.retry_until else "its expiry"
@@ -150,7 +158,7 @@ def build_dsn(report: DsnReport) -> bytes:
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{report.reporting_mta}>",
         f"To: <{report.sender}>",
-        f"Subject: {_subject(report.recipients)}",
+        f"Subject: {_subject(report)}",
         f"Date: {format_datetime(report.now)}",
         f"Message-ID: {report.message_id}",
         "Auto-Submitted: auto-replied",

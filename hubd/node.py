@@ -456,6 +456,8 @@ class Node:
                 delay_notice=config.queue.delay_notice.total_seconds(),
                 expiry=config.queue.expiry.total_seconds(),
                 rng=self._rng,
+                double_bounce_to=config.double_bounce_address,
+                tracker=core.tracker,
             ),
             tracker=core.tracker,
             clock=self._clock,

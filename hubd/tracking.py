@@ -45,6 +45,7 @@ class TrackingEvent(enum.StrEnum):
     DISCARD = "DISCARD"
     DUPLICATE = "DUPLICATE"
     POISON = "POISON"
+    DOUBLE_BOUNCE = "DOUBLE_BOUNCE"  # mail from <> that failed and could go nowhere: dropped
 
 
 class Tracker:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -166,11 +167,18 @@ def is_up(plan: NodePlan) -> bool:
     return node_pid(plan) is not None and _answers(plan)
 
 
-def wait_until_serving(plans: Iterable[NodePlan], within: float) -> None:
-    """Block until every node answers; TimeoutError naming the ones that do not."""
+def wait_until_serving(
+    plans: Iterable[NodePlan], within: float, stop: threading.Event | None = None
+) -> None:
+    """Block until every node answers; TimeoutError naming the ones that do not.
+
+    InterruptedError as soon as `stop` is set (Ctrl-C during `hubd cluster up`).
+    """
     waiting = list(plans)
     deadline = time.monotonic() + within
     while waiting:
+        if stop is not None and stop.is_set():
+            raise InterruptedError("interrupted")
         waiting = [plan for plan in waiting if not is_up(plan)]
         if not waiting:
             return
@@ -180,4 +188,7 @@ def wait_until_serving(plans: Iterable[NodePlan], within: float) -> None:
         if time.monotonic() >= deadline:
             names = ", ".join(plan.name for plan in waiting)
             raise TimeoutError(f"not serving after {within}s: {names}")
-        time.sleep(0.1)
+        if stop is not None:
+            stop.wait(0.1)
+        else:
+            time.sleep(0.1)

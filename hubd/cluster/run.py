@@ -2,8 +2,9 @@
 
 Owns: `hubd cluster up` (plan or reuse the layout, start the DNS server, the mailstore, the
 outside host and the hubs, wait until all serve), `down`, and the live status line.
-Public: bring_up(), bring_down(), watch(), ClusterError.
-Failures: ClusterError when the cluster is already running or a node does not come up.
+Public: bring_up(), bring_down(), watch(), ClusterError, ClusterInterrupted.
+Failures: ClusterError when the cluster is already running or a node does not come up;
+ClusterInterrupted when start-up is interrupted (what it had started is stopped).
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ START_ORDER = (Role.DNS, Role.MAILSTORE, Role.OUTSIDE, Role.HUB)
 
 class ClusterError(Exception):
     """The cluster cannot be brought up as asked."""
+
+
+class ClusterInterrupted(ClusterError):
+    """Start-up was interrupted (Ctrl-C); every node it had started is stopped again."""
+
+    def __init__(self, stopped: list[str]) -> None:
+        self.stopped = stopped
+        super().__init__(f"interrupted; stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 def _layout_for(directory: Path, hubs: int, heartbeat: str, rng: random.Random) -> Layout:
@@ -64,8 +73,14 @@ def bring_up(
     heartbeat: str = "10s",
     within: float = 60.0,
     rng: random.Random | None = None,
+    stop: threading.Event | None = None,
 ) -> Layout:
-    """Write the cluster's configs and start every node; return once all serve."""
+    """Write the cluster's configs and start every node; return once all serve.
+
+    When `stop` is set meanwhile (the caller's SIGINT handler sets it, so no
+    KeyboardInterrupt can land between starting a process and recording it), every node
+    started so far is stopped and ClusterInterrupted raised.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     layout = _layout_for(directory, hubs, heartbeat, rng or random.Random())
     write_layout(layout)
@@ -73,10 +88,14 @@ def bring_up(
         for role in START_ORDER:
             plans = [plan for plan in layout.nodes if plan.role is role]
             for plan in plans:
+                if stop is not None and stop.is_set():
+                    raise InterruptedError("interrupted")
                 start_node(plan)
-            wait_until_serving(plans, within)
+            wait_until_serving(plans, within, stop)
     except (OSError, TimeoutError) as error:
-        bring_down(layout)
+        stopped = bring_down(layout)
+        if stop is not None and stop.is_set():
+            raise ClusterInterrupted(stopped) from None
         raise ClusterError(str(error)) from None
     return layout
 

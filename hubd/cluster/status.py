@@ -58,16 +58,30 @@ def to_json(statuses: list[NodeStatus]) -> str:
     return json.dumps([asdict(s) for s in statuses], indent=2)
 
 
+def _submission_column(status: NodeStatus) -> str:
+    # Submission listens on the relay's address in a local cluster: its port says it all.
+    if not status.submission:
+        return "-"
+    host, _, port = status.submission.rpartition(":")
+    return f":{port}" if host == status.relay.rpartition(":")[0] else status.submission
+
+
 def format_table(statuses: list[NodeStatus], layout: Layout) -> str:
-    """The endpoints table, with queue and shadow counts, and where the mailboxes are."""
-    lines = [
-        f"{'node':<10} {'role':<10} {'state':<5} {'relay':<21} {'submission':<21} "
-        f"{'queued':>6} {'shadows':>7} {'owed':>5}"
-    ]
+    """The endpoints table (80 columns), queue and shadow counts, and where the mailboxes are."""
+    row = "{:<9} {:<9} {:<5} {:<21} {:<6} {:>6} {:>7} {:>5}"
+    lines = [row.format("node", "role", "state", "relay", "submit", "queued", "shadows", "owed")]
     for s in statuses:
         lines.append(
-            f"{s.name:<10} {s.role:<10} {s.state:<5} {s.relay:<21} {s.submission or '-':<21} "
-            f"{s.queued:>6} {s.shadows_held:>7} {s.notices_owed:>5}"
+            row.format(
+                s.name,
+                s.role,
+                s.state,
+                s.relay,
+                _submission_column(s),
+                s.queued,
+                s.shadows_held,
+                s.notices_owed,
+            )
         )
     for plan in layout.nodes:
         if plan.role in (Role.MAILSTORE, Role.OUTSIDE):

@@ -221,9 +221,12 @@ class Scheduler:
             ]
         results = await self._try(job, body)
         if results and all(r.hop_down for r in results):
+            # Only unreachable hosts get here; the recipients not tried meanwhile defer,
+            # never fail: a 5xx comes only from a recipient's own attempt.
+            code = results[0].code if results[0].transient else 451
             self._hop_down[hop.key] = (
                 self._clock() + self._policy.intervals[0],
-                results[0].code,
+                code,
                 results[0].text,
             )
         elif any(r.delivered for r in results):

@@ -5,7 +5,8 @@ gives), STARTTLS per `[delivery] tls`, and turning every client error into per-r
 results.
 Public: SmtpCourier.
 Failures: none raised; a connection failure, a 421 or a 4xx before the recipients are known
-moves on to the next host; when none is left every recipient gets the last transient result.
+moves on to the next host; when none is left every recipient gets the last transient result,
+marked `hop_down` only when no host could be talked to at all (a DNS answer never is).
 With a shadow-aware peer (XSHADOW): says XSHADOW, sends the origin key (XORIGIN), returns
 the peer's queue id so a shadow is kept, and asks for discard notices after the message.
 Limits: connections are reused per host address (delivery/connections.py), with no NOOP
@@ -50,6 +51,9 @@ class _HostFailed(Exception):
     code: int
     text: str
     remote: str
+    # The host could not be talked to at all (refused, timeout, dropped session, 421), as
+    # opposed to a reply about this message: only the former says the next hop is down.
+    unreachable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +128,12 @@ class SmtpCourier:
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         hosts = await self._hosts(job)
         if isinstance(hosts, Reply):
+            # An answer about this domain (NXDOMAIN, null MX, SERVFAIL), not a connection
+            # failure: it never marks the next hop down, so every recipient gets its own lookup.
             text = f"{hosts.enhanced} {hosts.text}"
-            return [RecipientResult(r, hosts.code, text, hop_down=True) for r in job.recipients]
-        last = _HostFailed(451, "4.4.1 No next hop host could be reached", "")
+            return [RecipientResult(r, hosts.code, text) for r in job.recipients]
+        last = _HostFailed(451, "4.4.1 No next hop host could be reached", "", unreachable=True)
+        unreachable = True
         for host in hosts:
             try:
                 return await self._send(host, job)
@@ -135,8 +142,9 @@ class SmtpCourier:
                     "next hop %s for %s: %s %s", host, job.queue_id, failure.code, failure.text
                 )
                 last = failure
+                unreachable = unreachable and failure.unreachable
         return [
-            RecipientResult(r, last.code, last.text, last.remote, hop_down=True)
+            RecipientResult(r, last.code, last.text, last.remote, hop_down=unreachable)
             for r in job.recipients
         ]
 
@@ -156,7 +164,7 @@ class SmtpCourier:
         except (aiosmtplib.SMTPException, OSError) as error:
             client.close()
             raise _HostFailed(
-                451, f"4.4.1 Connection to {host} failed: {error}", str(host)
+                451, f"4.4.1 Connection to {host} failed: {error}", str(host), unreachable=True
             ) from None
         return client
 
@@ -170,7 +178,7 @@ class SmtpCourier:
         except (aiosmtplib.SMTPException, OSError) as error:
             client.close()
             raise _HostFailed(
-                451, f"4.4.2 Session with {host} failed: {error}", str(host)
+                451, f"4.4.2 Session with {host} failed: {error}", str(host), unreachable=True
             ) from None
         return Outbound(client, link)
 
@@ -231,9 +239,13 @@ class SmtpCourier:
             return [RecipientResult(r, code, text, remote) for r in job.recipients]
         except aiosmtplib.SMTPResponseException as error:
             code, text = _split(error)
-            raise _HostFailed(code if code < 500 else 451, text, remote) from None
+            raise _HostFailed(
+                code if code < 500 else 451, text, remote, unreachable=code == 421
+            ) from None
         except (aiosmtplib.SMTPException, OSError) as error:
-            raise _HostFailed(451, f"4.4.2 Lost connection to {remote}: {error}", remote) from None
+            raise _HostFailed(
+                451, f"4.4.2 Lost connection to {remote}: {error}", remote, unreachable=True
+            ) from None
         shadow = _shadow_record(link, sent.data_reply)
         results = []
         for recipient in job.recipients:

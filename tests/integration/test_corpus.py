@@ -19,9 +19,10 @@ import pytest
 
 from hubd.node import Node
 from hubd.testing import async_wait_until, maildir_messages
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, skip_module_without_corpus
 
 pytestmark = pytest.mark.integration
+skip_module_without_corpus()
 
 SENDER = "corpus@outside.test"
 DOMAIN = "corp.test"

@@ -84,7 +84,7 @@ class TestFailureNotice:
         assert dsn["recipients"] == ["bad@corp.test"]
 
     async def test_no_notice_for_null_sender(self, start_node: NodeFactory) -> None:
-        """A bounce of a bounce is never made: a null-sender failure is only logged."""
+        """A null-sender failure gets no bounce, only a double bounce to a.test's postmaster."""
         b = await start_node(
             "b", local_domains=["corp.test"], mailboxes={"catch_all": False, "recipients": []}
         )
@@ -95,7 +95,10 @@ class TestFailureNotice:
         )
         await asyncio.to_thread(_send, a, "", ["nobody@corp.test"], "nullsender")
         await async_wait_until(lambda: _events(a, "FAIL"), 15, "the FAIL")
-        assert not _events(a, "DSN")
+        (dsn,) = await async_wait_until(lambda: _events(a, "DSN"), 15, "the double bounce")
+        assert dsn["reply"] == "double-bounce"
+        await async_wait_until(lambda: _reports(a, "postmaster"), 15, "the postmaster copy")
+        assert not _events(a, "DOUBLE_BOUNCE")
 
 
 class TestExpiry:
@@ -135,7 +138,7 @@ class TestExpiry:
         assert "expired" in fails[0]["reply"]
 
     async def test_null_sender_expires_silently(self, start_node: NodeFactory) -> None:
-        """A null-sender message expires with no DSN."""
+        """A null-sender message expires with no DSN but the postmaster's double bounce."""
         dead, _ = free_loopback_address()
         a = await start_node(
             "a",
@@ -150,7 +153,9 @@ class TestExpiry:
             return not await a.repository.list_messages()  # type: ignore[union-attr]
 
         await async_wait_until(empty, 10, "the queue to empty")
-        assert not _events(a, "DSN")
+        assert [e["reply"] for e in _events(a, "DSN")] == ["double-bounce"]
+        (copy,) = _reports(a, "postmaster")
+        assert "double bounce" in str(copy["Subject"])
 
 
 class TestScheduleSurvivesRestart:

@@ -229,3 +229,57 @@ class TestMxChoice:
         await asyncio.to_thread(_send, hub, "bob@example.test")
         defers = await async_wait_until(lambda: _events(hub, "DEFER"), 15, "a DEFER")
         assert defers[0]["reply"].startswith("451 4.4.3")
+
+
+def _send_many(node: Node, recipients: list[str], tag: str) -> None:
+    """One message per recipient, on one connection."""
+    address = node.relay_addresses[0]
+    with smtplib.SMTP(address.host, address.port, local_hostname="client.test", timeout=10) as c:
+        for n, recipient in enumerate(recipients):
+            data = (
+                f"From: a@corp.test\r\nTo: {recipient}\r\nSubject: {tag}{n}\r\n"
+                f"Message-ID: <{tag}{n}@corp.test>\r\n\r\nbody {tag}{n}\r\n"
+            ).encode()
+            c.sendmail("a@corp.test", [recipient], data)
+
+
+class TestNxdomainIsPerRecipient:
+    async def test_one_nxdomain_does_not_fail_later_mail_unlooked(
+        self, start_node: NodeFactory, dns_server: DnsServer
+    ) -> None:
+        """After one 550 5.1.2, each later recipient is failed by its own lookup, and once
+        the domain exists, delivered: an NXDOMAIN never marks the next hop down."""
+        port = _free_port_on("127.0.0.1")
+        outside = await _outside(start_node, port)
+        hub = await start_node(
+            "hub",
+            local_domains=["corp.test"],  # the DSNs stay on the hub
+            queue={"retry": ["1m"], "expiry": "1h"},  # a hop marked down stays down 1 minute
+            **_sender_settings(dns_server, port, "off"),
+        )
+        await asyncio.to_thread(_send, hub, "first@example.test", "first")
+        await async_wait_until(lambda: _events(hub, "FAIL"), 15, "the first FAIL")
+
+        later = [f"u{n}@example.test" for n in range(40)]
+        await asyncio.to_thread(_send_many, hub, later, "nx")
+
+        def all_failed() -> list[dict[str, Any]] | None:
+            fails = _events(hub, "FAIL")
+            return fails if len(fails) == 1 + len(later) else None
+
+        fails = await async_wait_until(all_failed, 30, "a FAIL for every recipient")
+        assert {e["reply"] for e in fails} == {"550 5.1.2 Recipient domain does not exist"}
+        mx_queries = [q for q in dns_server.queries if (q.name, q.qtype) == ("example.test.", "MX")]
+        assert len(mx_queries) >= 41, "every failure came from a lookup of its own"
+
+        ip = outside.relay_addresses[0].host
+        dns_server.load(
+            f"example.test. 60 IN MX 10 mx1.example.test.\nmx1.example.test. 60 IN A {ip}\n"
+        )
+        await asyncio.to_thread(_send_many, hub, later, "ok")
+        for recipient in later:
+            local = recipient.partition("@")[0]
+            await async_wait_until(
+                lambda part=local: _inbox(outside, part), 30, f"mail for {local}"
+            )
+        assert not _events(hub, "DEFER")

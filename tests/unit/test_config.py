@@ -302,3 +302,34 @@ class TestSmtpLimits:
         """A bad limit is refused with its key in the message."""
         (problem,) = problems({"smtp": {key: value}})
         assert problem.startswith(f"smtp.{key}: ")
+
+
+class TestRelativePaths:
+    def test_relative_to_the_config_files_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """data_dir, mailboxes.dir and tls_ca are taken from the file's directory, not the CWD."""
+        (tmp_path / "etc").mkdir()
+        path = tmp_path / "etc" / "hubd.toml"
+        path.write_text(
+            '[node]\ndata_dir = "var/q"\n[mailboxes]\ndir = "../mail"\n'
+            '[delivery]\ntls = "verify"\ntls_ca = "ca.pem"\n'
+        )
+        monkeypatch.chdir(tmp_path)
+        config = load_config(Path("etc/hubd.toml"))
+        assert config.node.data_dir == tmp_path / "etc" / "var" / "q"
+        assert config.mailbox_dir == tmp_path / "mail"
+        assert config.delivery.tls_ca == tmp_path / "etc" / "ca.pem"
+
+    def test_default_data_dir_and_absolute_paths(self, tmp_path: Path) -> None:
+        """The default data_dir is anchored the same way; absolute paths are kept as written."""
+        path = tmp_path / "hubd.toml"
+        path.write_text('[mailboxes]\ndir = "/srv/mail"\n')
+        config = load_config(path)
+        assert config.node.data_dir == tmp_path / "var" / "hub"
+        assert config.mailbox_dir == Path("/srv/mail")
+        assert config.mailboxes.dir == Path("/srv/mail")
+
+    def test_without_a_file_paths_stay_as_given(self) -> None:
+        """parse_config() of a dictionary with no base leaves relative paths alone."""
+        assert parse_config({"node": {"data_dir": "q"}}).node.data_dir == Path("q")
