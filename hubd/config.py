@@ -252,6 +252,12 @@ class SmtpConfig(_Section):
         gt=0,
         description="Octets of a message's header section ('1MiB'); more gets 552 5.3.4.",
     )
+    spool_threshold: Size = Field(
+        1 << 20,
+        ge=0,
+        description="A message bigger than this ('1MiB') is written to a spool file as it"
+        " arrives instead of being held in memory; 0 spools every message.",
+    )
     max_messages_per_minute_per_client: PositiveInt = Field(
         600,
         description="MAIL commands from one address: a burst of this many, then this many "

@@ -1,7 +1,8 @@
 """Committing a received message: the queue rows, the RECEIVE line, the scheduler's wake-up.
 
-Owns: the step between "DATA is complete" and "250 queued": categorise each recipient, commit
-message and envelope in one (grouped) transaction, then log and wake delivery.
+Owns: the step between "DATA is complete" and "250 queued": categorise each recipient, make a
+spooled body durable, commit message and envelope in one (grouped) transaction, then log and
+wake delivery.
 Public: Intake.
 Failures: a storage error propagates to the session, which answers 451 4.3.0.
 See also: hubd/smtp/executor.py (the caller), storage/repository.py (enqueue).
@@ -9,13 +10,15 @@ See also: hubd/smtp/executor.py (the caller), storage/repository.py (enqueue).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 
 from hubd.routing import Router
 from hubd.smtp.message import ReceivedMessage
 from hubd.smtp.params import RcptParams
+from hubd.smtp.spooling import SpooledContent
 from hubd.tracking import Tracker, TrackingEvent
-from storage import NewMessage, NewRecipient, Repository
+from storage import NewMessage, NewRecipient, Repository, SpooledBody
 
 
 class Intake:
@@ -47,13 +50,45 @@ class Intake:
             )
             for address, rcpt in zip(message.recipients, params, strict=True)
         ]
-        data = message.data
+        content = message.content
+        spooled = None
+        if isinstance(content, SpooledContent):
+            # Durable (file and directory fsynced) before the commit that refers to it.
+            spooled = await asyncio.to_thread(content.file.keep, message.queue_id)
+            body = message.trace
+        else:
+            body = message.trace + content
+        try:
+            await self._enqueue(message, recipients, body, spooled)
+        except BaseException:
+            if spooled is not None:
+                self._repository.database.spool.unlink([spooled.name])
+            raise
+        self._tracker.record(
+            TrackingEvent.RECEIVE,
+            queue_id=message.queue_id,
+            sender=message.sender,
+            recipients=message.recipients,
+            message_id=message.message_id,
+            size=message.size,
+            client=message.client_ip,
+        )
+        self._on_commit(r.next_hop for r in recipients)
+
+    async def _enqueue(
+        self,
+        message: ReceivedMessage,
+        recipients: list[NewRecipient],
+        body: bytes,
+        spooled: SpooledBody | None,
+    ) -> None:
         await self._repository.enqueue(
             NewMessage(
                 queue_id=message.queue_id,
                 sender=message.sender,
                 recipients=recipients,
-                body=data,
+                body=body,
+                spooled=spooled,
                 received_at=message.received_at,
                 message_id=message.message_id,
                 # A peer's XORIGIN is kept unchanged by every hop and by resubmission.
@@ -65,13 +100,3 @@ class Intake:
                 upstream_incarnation=message.upstream.incarnation if message.upstream else "",
             )
         )
-        self._tracker.record(
-            TrackingEvent.RECEIVE,
-            queue_id=message.queue_id,
-            sender=message.sender,
-            recipients=message.recipients,
-            message_id=message.message_id,
-            size=len(data),
-            client=message.client_ip,
-        )
-        self._on_commit(r.next_hop for r in recipients)

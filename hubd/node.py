@@ -364,7 +364,16 @@ class Node:
             ledger=core.ledger,
             tracker=core.tracker,
         )
-        return Inbound(executor, LocalCounters(), self._clock, self._rng)
+        spool = core.database.spool
+        spool.prepare()
+        return Inbound(
+            executor,
+            LocalCounters(),
+            self._clock,
+            self._rng,
+            spool=spool,
+            spool_threshold=config.smtp.spool_threshold,
+        )
 
     def _relay_policy(self, core: _Core) -> ListenerPolicy:
         config = self.config

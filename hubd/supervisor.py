@@ -213,7 +213,9 @@ class Supervisor:
         }
         children = []
         for index in range(plan.acceptors):
-            role = Role(accept=True, shard=None, shards=plan.deliverers, peers=False)
+            role = Role(
+                accept=True, shard=None, shards=plan.deliverers, peers=False, owns_queue=False
+            )
             fds = {
                 **common,
                 "listen": [s.fileno() for s in sockets],
@@ -221,7 +223,13 @@ class Supervisor:
             }
             children.append(_Child(f"acceptor-{index}", role, fds, *_ready_pipe()))
         for shard in range(plan.deliverers):
-            role = Role(accept=False, shard=shard, shards=plan.deliverers, peers=shard == 0)
+            role = Role(
+                accept=False,
+                shard=shard,
+                shards=plan.deliverers,
+                peers=shard == 0,
+                owns_queue=False,
+            )
             fds = {**common, "listen": [], "wake_read": wakes[shard][0]}
             children.append(_Child(f"delivery-{shard}", role, fds, *_ready_pipe()))
         return children

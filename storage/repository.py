@@ -152,6 +152,10 @@ class Repository(QueueReader):
             lambda conn: self._record_many(conn, [job])[0],
             bulk=self._record_many,
             payload=job,
+            # Lost in a power cut, an outcome means one more delivery attempt (duplicates are
+            # dropped at a hubd final hop; an MTA may deliver twice after a crash anyway), so
+            # it need not wait for an fsync, nor hold the shared write lock through one.
+            durable=False,
         )
 
     async def release_leases(self, run: str | None = None) -> int:

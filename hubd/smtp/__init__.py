@@ -1,1 +1,1 @@
-"""Inbound SMTP: sessions on aiosmtpd, relay rules, limits, and the replies they give."""
+"""Inbound SMTP: sessions on asyncio streams, relay rules, limits, and the replies they give."""

@@ -16,6 +16,7 @@ from hubd.replies import Reply
 from hubd.shadow.protocol import Hello
 from hubd.smtp.data import ContentLimits, DataSummary
 from hubd.smtp.message import ReceivedMessage
+from hubd.smtp.spooling import Content
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ Action = ReceiveData | Close | NodeAction
 @dataclass(frozen=True, slots=True)
 class DataReceived:
     summary: DataSummary
-    content: bytes  # what the reader kept; empty after a fault
+    content: Content  # what the reader kept (held, or in a spool file); empty after a fault
 
 
 @dataclass(frozen=True, slots=True)

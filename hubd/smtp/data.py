@@ -15,6 +15,7 @@ See also: hubd/smtp/server.py (reads the socket and feeds this), hubd/smtp/sessi
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,12 @@ _FOLD = re.compile(rb"\r\n[ \t]+")
 _SUSPECT = re.compile(rb"[\r\n\x00]")  # in a line before its CRLF: a bare CR or LF, or NUL
 MAX_MESSAGE_ID = 998  # RFC 5322 2.1.1 line length
 _MESSAGE_ID_KEPT = 4 * MAX_MESSAGE_ID  # octets of a folded Message-ID worth reading
+
+
+@functools.cache
+def _long_line(limit: int) -> re.Pattern[bytes]:
+    # A line whose length with its CRLF passes `limit` has `limit` bytes before its LF.
+    return re.compile(rb"[^\n]{%d}" % limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,11 @@ class DataReader:
         kept: list[bytes] = []
         start = 0
         while (end := data.find(b"\r\n", start)) >= 0:
+            if self._bulk_ready():
+                start = self._body_lines(data, start, kept)
+                if self.done:
+                    break
+                continue
             line = data[start : end + 2]
             start = end + 2
             if self._overlong:
@@ -114,6 +126,47 @@ class DataReader:
             text = "".join(c for c in value.decode("utf-8", "replace") if c.isprintable())
             message_id = text[:MAX_MESSAGE_ID] or None
         return DataSummary(self.fault, self.size, self.received, message_id)
+
+    def _bulk_ready(self) -> bool:
+        # Past the header section, with nothing refused and no long line being skipped,
+        # whole lines are checked together (one C-speed pass each, not a Python call a line).
+        return not self._in_header and self.fault is None and not self._overlong
+
+    def _body_lines(self, data: bytes, start: int, kept: list[bytes]) -> int:
+        """Check and keep the whole body lines of data[start:] (up to the end of DATA if it
+        is there); returns where the unchecked rest begins."""
+        last = data.rfind(b"\r\n", start) + 2
+        end = data.find(b"\r\n.\r\n", start - 2 if start >= 2 else start, last + 1)
+        if data.startswith(_END, start):
+            end = start - 2
+        if end >= start - 2 and (end >= start or data.startswith(_END, start)):
+            last = end + 2  # the lines before the terminator
+            self.done = True
+            self.rest = data[last + 3 :]
+        region = data[start:last]
+        if region:
+            self._check_region(region, kept)
+        return last + 3 if self.done else last
+
+    def _check_region(self, region: bytes, kept: list[bytes]) -> None:
+        limit = self._limits.max_line_length
+        if len(region) >= limit and _long_line(limit).search(region):
+            self._refuse(ContentFault.LINE_TOO_LONG)
+            return
+        crlf = region.count(b"\r\n")
+        if region.count(b"\r") != crlf or region.count(b"\n") != crlf:
+            self._refuse(ContentFault.BARE_LINE_END)
+        if b"\x00" in region:
+            self._refuse(ContentFault.NUL)
+        # RFC 5321 4.5.2: the first character of a line that starts with a dot goes.
+        content = region.replace(b"\r\n.", b"\r\n")
+        if content.startswith(b"."):
+            content = content[1:]
+        self.size += len(content)
+        if self.size > self._limits.max_message_size:
+            self._refuse(ContentFault.TOO_BIG)
+        if self.fault is None:
+            kept.append(content)
 
     def _keep_partial(self, tail: bytes) -> None:
         if self._overlong or len(tail) >= self._limits.max_line_length:

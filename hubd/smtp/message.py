@@ -17,6 +17,7 @@ from email.utils import format_datetime
 
 from hubd.shadow.protocol import Hello
 from hubd.smtp.params import MailParams, RcptParams
+from hubd.smtp.spooling import Content
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class ReceivedMessage:
     sender: str  # "" for the null reverse-path
     recipients: tuple[str, ...]
     trace: bytes  # hubd's Received: header, CRLF-terminated
-    content: bytes  # the message as the client sent it, unstuffed
+    content: Content  # the message as the client sent it, unstuffed (held, or spooled)
     received_at: float
     message_id: str | None
     client_ip: str
@@ -37,9 +38,10 @@ class ReceivedMessage:
     upstream: Hello | None = None  # the XSHADOW peer this came from, owed a discard notice
 
     @property
-    def data(self) -> bytes:
-        """The message as stored: the trace header, then the content."""
-        return self.trace + self.content
+    def size(self) -> int:
+        """Octets of the message as stored: the trace header, then the content."""
+        content = self.content
+        return len(self.trace) + (len(content) if isinstance(content, bytes) else content.size)
 
 
 def header_section(data: bytes) -> bytes:

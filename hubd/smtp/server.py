@@ -1,19 +1,17 @@
-"""The aiosmtpd glue: carries bytes between a socket and a Session, and runs its actions.
+"""The SMTP glue: carries bytes between a socket and a Session, and runs its actions.
 
-Owns: the per-connection loop (read a line, feed the session, send its reply, run its
-action), reading DATA (the one place that does), the idle and DATA timeouts, the live
-sessions of a node (so shutdown can drain them), and binding listeners.
+Owns: the per-connection protocol (asyncio streams: read a line, feed the session, send its
+reply, run its action), reading DATA (the one place that does: in chunks of what arrived,
+into memory or, past `smtp.spool_threshold`, a spool file), the idle and DATA timeouts, the
+live sessions of a node (so shutdown can drain them), and binding listeners.
 Public: Inbound, Listener, HubSMTP, start_listener().
-Failures: none raised into aiosmtpd or asyncio: a client that vanishes ends its session
-quietly; a fault in hubd is logged and answered 421 4.3.0 before closing.
-Limits: relies on these aiosmtpd 1.4.6 internals (pinned; tests/unit/smtp/test_server.py
-checks each): SMTP.__init__ sizes its StreamReader from the class attribute
-`line_length_limit`; connection_made() sets `_reader`/`_writer` and starts
-`_handle_client()` as a task, which connection_lost() cancels; `_timeout_cb` is the
-callback of the one timer connection_made() starts (made a no-op); eof_received() is
-overridden so EOF no longer cancels the session. aiosmtpd's own command loop, verbs,
-replies and timer are not used. The whole message is held in memory while it is read.
-See also: hubd/smtp/session.py (every decision), hubd/smtp/executor.py (node actions).
+Failures: none raised into asyncio: a client that vanishes ends its session quietly; a
+fault in hubd is logged and answered 421 4.3.0 before closing.
+Limits: a plain asyncio StreamReaderProtocol. aiosmtpd's SMTP class was the base until none
+of its verbs, parsers, replies or timers were used any more, and its constructor (which
+inspects the class and the handler on every connection) was an eighth of a node's CPU.
+See also: hubd/smtp/session.py (every decision), hubd/smtp/executor.py (node actions),
+hubd/smtp/spooling.py (the spool switch).
 """
 
 from __future__ import annotations
@@ -25,19 +23,22 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP
-
 from hubd import replies
 from hubd.config import HostPort
 from hubd.replies import Reply
-from hubd.smtp.actions import Close, DataReceived, ReceiveData, Step
+from hubd.smtp.actions import Close, Commit, DataReceived, ReceiveData, Step
 from hubd.smtp.data import DataReader
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import NodeCounters
 from hubd.smtp.policy import ListenerPolicy
 from hubd.smtp.session import Session, TimeoutKind
+from hubd.smtp.spooling import BodyBuffer, SpooledContent
+from storage import Spool
 
 log = logging.getLogger(__name__)
+
+
+_DATA_CHUNK = 1 << 16
 
 
 class _TooLong:
@@ -55,6 +56,8 @@ class Inbound:
     counters: NodeCounters
     clock: Callable[[], float]
     rng: random.Random
+    spool: Spool | None = None  # where bodies past spool_threshold go (None: held in memory)
+    spool_threshold: int = 1 << 20
     live: set[HubSMTP] = field(default_factory=set)
 
     async def drain(self, grace: float) -> None:
@@ -64,29 +67,40 @@ class Inbound:
             connection.close_with(replies.SHUTTING_DOWN)
 
 
-class HubSMTP(SMTP):
-    """One connection: aiosmtpd's protocol object, with hubd's session doing the talking."""
+class HubSMTP(asyncio.StreamReaderProtocol):
+    """One connection, with hubd's session doing the talking."""
 
     def __init__(self, policy: ListenerPolicy, inbound: Inbound) -> None:
+        loop = asyncio.get_running_loop()
+        # The reader's limit is the longest line: a longer one is read to its end and refused.
+        self._reader = asyncio.StreamReader(limit=policy.limits.content.max_line_length, loop=loop)
+        super().__init__(self._reader, loop=loop)
         self._policy = policy
         self._inbound = inbound
-        # Read by SMTP.__init__ to size the stream buffer, so it must be set before it runs.
-        self.line_length_limit = policy.limits.content.max_line_length
-        super().__init__(_NoHooks(), hostname=policy.hostname, timeout=policy.limits.idle_timeout)
+        self.transport: asyncio.BaseTransport | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unread = b""  # bytes after the end of DATA: the client's next commands
 
-    def _timeout_cb(self) -> None:
-        # aiosmtpd's timer fires once, idle_timeout after the connection is made; hubd times
-        # every read itself (the idle timer must not run while the node, not the client, is
-        # slow), so the callback does nothing.
-        return
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = transport
+        self._writer = asyncio.StreamWriter(
+            transport,  # type: ignore[arg-type]
+            self,
+            self._reader,
+            self._loop,  # type: ignore[attr-defined]
+        )
+        self._task = asyncio.get_running_loop().create_task(self._handle_client())
 
-    def eof_received(self) -> bool | None:
-        # aiosmtpd cancels the session at EOF, losing what the client sent before it (a
-        # pipelined QUIT, or a whole transaction); let the reader drain it instead.
-        return asyncio.StreamReaderProtocol.eof_received(self)
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._task is not None:
+            self._task.cancel()
+        self.transport = None
 
     async def _handle_client(self) -> None:
-        # Replaces aiosmtpd's command loop; it is cancelled when the connection is lost.
+        # Runs the whole session; cancelled when the connection is lost.
         transport = self.transport
         assert transport is not None
         peer = transport.get_extra_info("peername")
@@ -144,13 +158,14 @@ class HubSMTP(SMTP):
                 next_step = session.finish(await self._inbound.executor.run(action))
 
     async def _receive_data(self, session: Session, action: ReceiveData) -> Step | None:
-        """Read the message text; the only place DATA is read (a spool would go here)."""
+        """Read the message text; the only place DATA is read."""
         reader = DataReader(action.limits)
-        kept: list[bytes] = []
+        inbound = self._inbound
+        kept = BodyBuffer(inbound.spool, inbound.spool_threshold)
         limits = self._policy.limits
         try:
             async with asyncio.timeout(limits.data_timeout) as whole:
-                # One lazy timer for stalls, not one per line: DATA is read line by line.
+                # One lazy timer for stalls, not one per chunk.
                 with _IdleWatch(limits.idle_timeout, whole) as watch:
                     while not reader.done:
                         chunk = await self._read_chunk()
@@ -159,15 +174,36 @@ class HubSMTP(SMTP):
                         if reader.fault is not None:
                             kept.clear()
                         elif content:
-                            kept.append(content)
+                            kept.add(content)
+            self._unread = reader.rest
         except TimeoutError:
+            kept.clear()
             return session.timed_out(TimeoutKind.IDLE if watch.stalled else TimeoutKind.DATA)
-        except asyncio.IncompleteReadError:
-            return None  # the client went away mid-DATA: nothing is committed
-        return session.finish(DataReceived(reader.summary(), b"".join(kept)))
+        except BaseException:  # the client went away mid-DATA (or the node stops)
+            kept.clear()
+            raise
+        received = kept.result()
+        step = session.finish(DataReceived(reader.summary(), received))
+        if isinstance(received, SpooledContent) and not isinstance(step.action, Commit):
+            received.discard()  # refused: nothing of it is kept
+        return step
 
     async def _read_line(self) -> bytes | _TooLong:
         """One line up to LF; a longer one than the buffer holds is read to its end."""
+        start = b""
+        if self._unread:
+            end = self._unread.find(b"\n")
+            if end >= 0:
+                first, self._unread = self._unread[: end + 1], self._unread[end + 1 :]
+                return first
+            start, self._unread = self._unread, b""  # a line begun in the last DATA chunk
+        line = await self._read_stream_line()
+        if not start or isinstance(line, _TooLong):
+            return line
+        whole = start + line
+        return _TOO_LONG if len(whole) > self._policy.limits.content.max_line_length else whole
+
+    async def _read_stream_line(self) -> bytes | _TooLong:
         try:
             return await self._reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as error:
@@ -180,17 +216,25 @@ class HubSMTP(SMTP):
                 await self._reader.readexactly(error.consumed)
 
     async def _read_chunk(self) -> bytes:
-        """The next bytes of DATA: a line, or as much of a long one as the buffer holds."""
-        try:
-            return await self._reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError as error:
-            return await self._reader.readexactly(error.consumed)
+        """The next bytes of DATA: whatever has arrived, up to 64 KiB (never a line at a
+        time: the reader finds line ends itself, and a chunk costs one call, not sixty)."""
+        if self._unread:
+            chunk, self._unread = self._unread, b""
+            return chunk
+        chunk = await self._reader.read(_DATA_CHUNK)
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", None)
+        return chunk
 
     async def _send(self, reply: Reply) -> None:
-        self._writer.write(reply.wire())
-        # A client that does not read its replies must not hold the session forever.
-        async with asyncio.timeout(self._policy.limits.idle_timeout):
-            await self._writer.drain()
+        writer = self._writer
+        assert writer is not None
+        writer.write(reply.wire())
+        if writer.transport.get_write_buffer_size():
+            # The socket did not take it all: a client that does not read its replies must
+            # not hold the session forever. (Most replies go out at once, with no timer.)
+            async with asyncio.timeout(self._policy.limits.idle_timeout):
+                await writer.drain()
 
     def _hang_up(self) -> None:
         transport = self.transport
@@ -244,10 +288,6 @@ class _IdleWatch:
             self._block.reschedule(self._loop.time())  # expire the block now
         else:
             self._timer = self._loop.call_at(due, self._check)
-
-
-class _NoHooks:
-    """aiosmtpd's handler: hubd needs none of its hooks, since no aiosmtpd verb runs."""
 
 
 @dataclass(slots=True)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
+import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,11 +31,11 @@ from tests.conftest import merge, node_settings
 pytestmark = pytest.mark.integration
 
 
-def _settings(tmp_path: Path, **node: object) -> tuple[Path, tuple[str, int]]:
+def _settings(tmp_path: Path, **overrides: Any) -> tuple[Path, tuple[str, int]]:
     host, port = free_loopback_address()
     settings = merge(
         node_settings(tmp_path / "node", "split", host, port),
-        {"local_domains": ["corp.test"], "node": {"processes": 2, **node}},
+        {"local_domains": ["corp.test"], "node": {"processes": 2}, **overrides},
     )
     return write_config(tmp_path / "hubd.toml", settings), (host, port)
 
@@ -89,6 +92,52 @@ class TestSplitNode:
             wait_until(lambda: len(maildir_messages(boxes)) == 5, 30, "5 messages delivered")
         finally:
             node.kill()
+
+    def test_a_restarted_child_leaves_the_others_leases(self, tmp_path: Path) -> None:
+        """Only the supervisor recovers leases: an acceptor that dies and comes back does
+        not free (or count a crash for) what the delivery process is delivering."""
+        hole = socket.create_server((free_loopback_address()[0], 0))  # never answers
+        held: list[socket.socket] = []
+        host, port = hole.getsockname()
+        config, relay = _settings(
+            tmp_path,
+            routes=[{"domains": ["far.test"], "next_hops": [f"{host}:{port}"]}],
+            delivery={"connect_timeout": "60s", "command_timeout": "60s"},
+        )
+        node = NodeProcess(config, relay, tmp_path / "node.log")
+        node.start()
+        try:
+            with smtplib.SMTP(*relay, local_hostname="client.test", timeout=30) as client:
+                client.sendmail("a@outside.test", ["b@far.test"], b"Subject: held\r\n\r\nx\r\n")
+            held.append(hole.accept()[0])  # the delivery process connected: it holds a lease
+            database = tmp_path / "node" / "queue.db"
+            before = _lease(database)
+            assert before[0]  # leased to the delivery process's run
+            first = node.children()["acceptor-0"]
+            node.kill_child("acceptor-0")
+            wait_until(
+                lambda: node.children().get("acceptor-0") not in (None, first),
+                30,
+                "the acceptor replaced",
+            )
+            wait_until(node.greets, 30, "the new acceptor to greet")
+            assert _lease(database) == before
+        finally:
+            node.kill()
+            for conn in held:
+                conn.close()
+            hole.close()
+
+
+def _lease(database: Path) -> tuple[str | None, int]:
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT r.lease_owner, m.crashes FROM recipients r JOIN messages m ON m.id = r.message"
+        ).fetchone()
+    finally:
+        conn.close()
+    return row[0], row[1]
 
 
 class TestStartUpFailure:

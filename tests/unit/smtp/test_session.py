@@ -425,7 +425,7 @@ class TestData:
         assert b"with ESMTP id " + message.queue_id.encode() in message.trace
         assert message.trace.endswith(b"\r\n")
         assert message.message_id == "<m@x>"
-        assert message.data == message.trace + message.content
+        assert message.size == len(message.trace) + len(message.content)
         done = session.finish(Committed())
         assert done == Step(replies.queued(message.queue_id))
         assert session.phase is Phase.READY
