@@ -40,6 +40,9 @@ class BenchReport:
     enqueued: int | None = None
     commits_per_second: float | None = None
     messages_per_commit: float | None = None
+    # The bucket bound (microseconds; None past the last) the 99th write-lock wait falls in.
+    lock_wait_p99_us: int | None = None
+    lock_waits: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -62,6 +65,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def lock_wait_p99(counters: Mapping[str, int]) -> tuple[int | None, int]:
+    """The write-lock wait histogram's 99th percentile bucket bound, and how many waits."""
+    prefix = "lock_wait_us_le:"
+    buckets = sorted(
+        (math.inf if name[len(prefix) :] == "inf" else int(name[len(prefix) :]), count)
+        for name, count in counters.items()
+        if name.startswith(prefix)
+    )
+    total = sum(count for _, count in buckets)
+    seen = 0
+    for bound, count in buckets:
+        seen += count
+        if seen >= 0.99 * total:
+            return (None if bound == math.inf else int(bound)), total
+    return None, total
+
+
 def summarise(
     settings: BenchSettings,
     target: str,
@@ -77,6 +97,7 @@ def summarise(
     delivery_seconds = None if delivered_at is None else delivered_at - load.started_at
     commits = None if counters is None else counters.get("commits:enqueue", 0)
     enqueued = None if counters is None else counters.get("ops:enqueue", 0)
+    lock_p99, lock_waits = lock_wait_p99(counters) if counters is not None else (None, None)
     return BenchReport(
         mode=settings.mode,
         target=target,
@@ -101,6 +122,8 @@ def summarise(
         enqueued=enqueued,
         commits_per_second=None if commits is None else commits / seconds,
         messages_per_commit=enqueued / commits if commits and enqueued is not None else None,
+        lock_wait_p99_us=lock_p99,
+        lock_waits=lock_waits,
     )
 
 
@@ -131,5 +154,12 @@ def format_report(report: BenchReport) -> str:
             f"{'group commit':<20}{report.commits} commits for {report.enqueued} messages:"
             f" {report.commits_per_second:.1f} commits/s vs {report.accepted_per_second:.1f}"
             f" msg/s = {report.messages_per_commit or 0:.2f} messages per commit"
+        )
+    if report.lock_waits:
+        bound = report.lock_wait_p99_us
+        shown = f"<= {bound / 1000:g} ms" if bound is not None else "> 100 ms"
+        lines.append(
+            f"{'write lock wait':<20}p99 {shown} over {report.lock_waits} transactions"
+            " (every process of the node)"
         )
     return "\n".join(lines)
