@@ -343,8 +343,30 @@ def bench_queue(
         10_000,
         100_000,
     ],
+    drain: Annotated[
+        int,
+        typer.Option(
+            help="Instead: queue this many messages for one next hop, then start a node and"
+            " the hop (Postfix's smtp-sink) and time the drain, with every process's peak RSS."
+        ),
+    ] = 0,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the drained queue lives (a real filesystem).")
+    ] = Path("/var/tmp"),
+    node_setting: Annotated[
+        list[str] | None,
+        typer.Option(help="SECTION.KEY=VALUE for the drained node (repeatable)."),
+    ] = None,
 ) -> None:
     """Time the scheduler's claim and record of due work as the queue grows."""
+    if drain:
+        from hubd.bench.drain import format_drain, run_drain
+        from hubd.bench.settings import parse_node_settings
+
+        typer.echo(
+            format_drain(run_drain(drain, directory, parse_node_settings(node_setting or [])))
+        )
+        return
     from hubd.bench_queue import format_queue_bench, run_queue_bench
 
     typer.echo(format_queue_bench(run_queue_bench(queued)))

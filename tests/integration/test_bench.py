@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,23 @@ class TestBenchQueue:
         assert int(queued) == 1000
         assert float(claim) > 0
         assert float(record) > 0
+
+
+@pytest.mark.skipif(
+    not Path("/usr/sbin/smtp-sink").exists(), reason="smtp-sink comes with Debian's postfix"
+)
+class TestDrainBench:
+    def test_a_queue_drains_when_its_hop_returns(self, tmp_path: Path) -> None:
+        """`hubd bench-queue --drain` empties a queue into smtp-sink and reports each
+        process's memory."""
+        done = subprocess.run(
+            [sys.executable, "-m", "hubd", "bench-queue", "--drain", "300", "--dir", str(tmp_path)],
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        line = done.stdout.decode()
+        assert line.startswith("drained 300 queued messages in "), line
+        assert "hubd.worker delivery" in line, line  # a node of its default processes
+        assert not list(tmp_path.iterdir())  # nothing left behind
