@@ -105,6 +105,10 @@ def run_drain(count: int, directory: Path, node_settings: dict[str, object]) -> 
         peaks = {name: p.peak_rss_kib / 1024 for name, p in usage.processes.items()}
         processes = sum(p.count for p in usage.processes.values())
         return DrainResult(count, seconds, count / seconds, peaks, processes)
+    except BenchError as error:
+        log = root / "node.log"
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        raise BenchError(f"{error}: {tail[0] if tail else 'no log'}") from None
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -149,24 +149,30 @@ class DataReader:
         return last + 3 if self.done else last
 
     def _check_region(self, region: bytes, kept: list[bytes]) -> None:
-        limit = self._limits.max_line_length
-        if len(region) >= limit and _long_line(limit).search(region):
-            self._refuse(ContentFault.LINE_TOO_LONG)
-            return
-        crlf = region.count(b"\r\n")
-        if region.count(b"\r") != crlf or region.count(b"\n") != crlf:
-            self._refuse(ContentFault.BARE_LINE_END)
-        if b"\x00" in region:
-            self._refuse(ContentFault.NUL)
         # RFC 5321 4.5.2: the first character of a line that starts with a dot goes.
         content = region.replace(b"\r\n.", b"\r\n")
         if content.startswith(b"."):
             content = content[1:]
-        self.size += len(content)
-        if self.size > self._limits.max_message_size:
-            self._refuse(ContentFault.TOO_BIG)
-        if self.fault is None:
+        if self._region_clean(region, len(content)):
+            self.size += len(content)
             kept.append(content)
+            return
+        # A fault somewhere in the region: line by line, so that what is counted stops at
+        # the same line whatever the chunks were.
+        for line in region.split(b"\r\n")[:-1]:
+            self._line(line + b"\r\n")
+
+    def _region_clean(self, region: bytes, size: int) -> bool:
+        limit = self._limits.max_line_length
+        if len(region) >= limit and _long_line(limit).search(region):
+            return False
+        crlf = region.count(b"\r\n")
+        return (
+            region.count(b"\r") == crlf
+            and region.count(b"\n") == crlf
+            and b"\x00" not in region
+            and self.size + size <= self._limits.max_message_size
+        )
 
     def _keep_partial(self, tail: bytes) -> None:
         if self._overlong or len(tail) >= self._limits.max_line_length:

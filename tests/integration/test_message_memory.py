@@ -113,11 +113,6 @@ def _sqlite() -> ctypes.CDLL | None:
     return library
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage: the cached body INSERT keeps the last body bound inside SQLite until the "
-    "next message (sqlite3 never clears bindings); for the storage rework",
-)
 async def test_sqlite_lets_go_of_the_body(
     start_node: NodeFactory, opened: list[smtplib.SMTP]
 ) -> None:
