@@ -14,8 +14,10 @@ See also: hubd/bench_queue.py (claim time as the queue grows), docs/bench.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,30 @@ class DrainResult:
     per_second: float
     peak_rss_mib: dict[str, float]  # per kind of process: the highest peak of any of them
     processes: int
+    cpu_ms_per_message: float  # every process of the node
+    peak_wal_mib: float  # the queue's write-ahead log, sampled while it drained
+
+
+class _WalWatch:
+    """The largest size the queue's WAL file reaches, sampled in a thread."""
+
+    def __init__(self, wal: Path, interval: float = 0.2) -> None:
+        self.peak = 0
+        self._wal = wal
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-wal", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(FileNotFoundError):
+                self.peak = max(self.peak, self._wal.stat().st_size)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def _address() -> HostPort:
@@ -92,19 +118,25 @@ def run_drain(count: int, directory: Path, node_settings: dict[str, object]) -> 
         config = write_node_config(root / "hubd.toml", settings)
         next_hop = Router(config.local_domains, RouteTable(config.routes)).next_hop("bench.test")
         asyncio.run(_fill(config.node.data_dir / "queue.db", next_hop.key, count))
-        with smtp_sink(SMTP_SINK, hop, user=_SINK_USER, log=root / "sink.log"):
+        with smtp_sink(SMTP_SINK, hop, user=_SINK_USER, log=root / "sink.log") as sink:
             started = time.monotonic()
             with hubd_child(
                 ["serve", "-c", str(root / "hubd.toml")], listen, root / "node.log"
             ) as node:
                 sampler = UsageSampler(node.pid)
                 sampler.start()
-                wait_until(lambda: queue_drained(config), 3600, "the queue to drain")
+                wal = _WalWatch(config.node.data_dir / "queue.db-wal")
+                # Drained means the hop has every message, not only that the queue is empty
+                # (a refused message would leave it as well, as a bounce).
+                sink.wait_for(count, 3600, sink.check_alive)
                 seconds = time.monotonic() - started
+                wait_until(lambda: queue_drained(config), 60, "the queue to empty")
                 usage = sampler.stop()
+                peak_wal = wal.stop()
         peaks = {name: p.peak_rss_kib / 1024 for name, p in usage.processes.items()}
         processes = sum(p.count for p in usage.processes.values())
-        return DrainResult(count, seconds, count / seconds, peaks, processes)
+        cpu = usage.cpu_seconds * 1000 / count
+        return DrainResult(count, seconds, count / seconds, peaks, processes, cpu, peak_wal / 2**20)
     except BenchError as error:
         log = root / "node.log"
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
@@ -118,7 +150,8 @@ def format_drain(result: DrainResult) -> str:
     return (
         f"drained {result.queued} queued messages in {result.seconds:.1f} s"
         f" = {result.per_second:.0f} msg/s (from the node's start, start-up included);"
-        f" peak RSS per process: {peaks}"
+        f" {result.cpu_ms_per_message:.2f} ms CPU per message; peak RSS per process: {peaks};"
+        f" peak WAL {result.peak_wal_mib:.1f} MiB"
     )
 
 

@@ -92,4 +92,5 @@ class TestDrainBench:
         line = done.stdout.decode()
         assert line.startswith("drained 300 queued messages in "), line
         assert "hubd.worker delivery" in line, line  # a node of its default processes
+        assert "peak WAL " in line, line
         assert not list(tmp_path.iterdir())  # nothing left behind
