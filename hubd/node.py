@@ -46,7 +46,7 @@ from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
 from hubd.signals import LocalSignals, Signals
 from hubd.smtp.executor import Executor
-from hubd.smtp.limits import LocalCounters, session_limits
+from hubd.smtp.limits import LocalCounters, NodeCounters, session_limits
 from hubd.smtp.policy import ListenerPolicy, ShadowOffer
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Inbound, Listener, start_listener
@@ -140,10 +140,13 @@ class Node:
         sockets: Sequence[socket.socket] = (),
         signals: Signals | None = None,
         owner: str | None = None,
+        counters: NodeCounters | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        # Shared with the node's other acceptors when it has several (hubd/supervisor.py).
+        self._counters = counters if counters is not None else LocalCounters()
         self.role = role
         self._sockets = sockets
         self._local = LocalSignals() if signals is None else None
@@ -372,7 +375,7 @@ class Node:
         spool.prepare()
         return Inbound(
             executor,
-            LocalCounters(),
+            self._counters,
             self._clock,
             self._rng,
             spool=spool,

@@ -36,6 +36,7 @@ from typing import Protocol
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
 from hubd.node import Node, Role, recover_queue, start_upkeep
+from hubd.smtp.shared_counters import counters_file
 from hubd.tracking import Tracker
 from storage import Repository, Writer, open_database
 
@@ -116,6 +117,7 @@ class _Child:
     failures: int = 0
     ready: bool = False
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    counters: dict[str, object] | None = None  # an acceptor's region of the shared counters
 
 
 def _bind(address: HostPort, backlog: int) -> socket.socket:
@@ -211,6 +213,9 @@ class Supervisor:
             "departures": [w for _, w in departures],
             "lock": self._lock_fd,
         }
+        # Client limits are node-wide: every acceptor counts in one shared file.
+        counters = counters_file(plan.acceptors)
+        key = secrets.token_hex(16)
         children = []
         for index in range(plan.acceptors):
             role = Role(
@@ -220,8 +225,11 @@ class Supervisor:
                 **common,
                 "listen": [s.fileno() for s in sockets],
                 "departures_read": departures[index][0],
+                "counters": counters,
             }
-            children.append(_Child(f"acceptor-{index}", role, fds, *_ready_pipe()))
+            child = _Child(f"acceptor-{index}", role, fds, *_ready_pipe())
+            child.counters = {"region": index, "regions": plan.acceptors, "key": key}
+            children.append(child)
         for shard in range(plan.deliverers):
             role = Role(
                 accept=False,
@@ -286,6 +294,7 @@ class Supervisor:
             "log_level": logging.getLogger().getEffectiveLevel(),
             "log_format": str(current_format()),
             "fds": fds,
+            "counters": child.counters,
         }
         passed = _fd_list(fds)
         process = await asyncio.create_subprocess_exec(

@@ -25,6 +25,7 @@ from hubd.config import load_config
 from hubd.logs import LogFormat, configure
 from hubd.node import Node, Role
 from hubd.signals import PipeEnds, PipeSignals, read_departures, read_wakeups
+from hubd.smtp.shared_counters import SharedCounters
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,21 @@ async def _serve(spec: dict[str, Any]) -> None:
     signals = PipeSignals(ends)
     await signals.open()
     sockets = [socket.socket(fileno=fd) for fd in fds["listen"]]
+    shared = spec.get("counters")
+    counters = (
+        SharedCounters(
+            fds["counters"], shared["region"], shared["regions"], bytes.fromhex(shared["key"])
+        )
+        if shared is not None
+        else None
+    )
     node = Node(
-        config, role=Role(**spec["role"]), sockets=sockets, signals=signals, owner=spec["owner"]
+        config,
+        role=Role(**spec["role"]),
+        sockets=sockets,
+        signals=signals,
+        owner=spec["owner"],
+        counters=counters,
     )
     stops = []
 

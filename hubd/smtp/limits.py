@@ -1,15 +1,15 @@
 """Limits on what a client controls, and the node-wide counters that enforce some of them.
 
 Owns: a listener's limits as one value, and the counters a node shares between its
-sessions (and, later, between its acceptor processes): sessions open, connections per
-client, and each client's message rate.
+sessions: sessions open, connections per client, and each client's message rate.
 Public: SessionLimits, session_limits(), Occupancy, NodeCounters (the interface),
 LocalCounters, client_key().
 Failures: none raised.
 Limits: a client is its IPv4 address, or its IPv6 /64 (one host's usual share); the message
 rate is a token bucket (a burst of `per_minute`, then `per_minute` a minute); LocalCounters
-counts within one process, so one acceptor process per node until shared counters exist.
-See also: hubd/smtp/session.py (the decisions), README (the [smtp] limit keys).
+counts within one process: a node of several acceptor processes uses SharedCounters.
+See also: hubd/smtp/session.py (the decisions), hubd/smtp/shared_counters.py, README (the
+[smtp] limit keys).
 """
 
 from __future__ import annotations

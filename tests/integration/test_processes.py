@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import smtplib
 import socket
 import sqlite3
@@ -127,6 +129,78 @@ class TestSplitNode:
             for conn in held:
                 conn.close()
             hole.close()
+
+
+class TestNodeWideLimits:
+    def test_two_acceptors_count_a_client_together(self, tmp_path: Path) -> None:
+        """With two acceptor processes, a client's connections and messages are counted
+        node-wide: past either limit it is refused, whichever acceptor takes it."""
+        config, relay = _settings(
+            tmp_path,
+            node={"processes": 3},
+            smtp={
+                "trusted_networks": ["127.0.0.1/32"],
+                "max_connections_per_client": 6,
+                "max_messages_per_minute_per_client": 4,
+            },
+        )
+        client_host = free_loopback_address()[0]
+        node = NodeProcess(config, relay, tmp_path / "node.log")
+        node.start()
+        opened: list[smtplib.SMTP] = []
+        try:
+            acceptors = [pid for name, pid in node.children().items() if "acceptor" in name]
+            assert len(acceptors) == 2
+            for _ in range(6):
+                client = smtplib.SMTP(timeout=30, source_address=(client_host, 0))
+                client.connect(*relay)
+                opened.append(client)
+            taken = _acceptors_holding(acceptors, [c.sock.getsockname() for c in opened])
+            if taken != set(acceptors):
+                pytest.skip("the kernel gave all six connections to one acceptor this time")
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                smtplib.SMTP(*relay, timeout=30, source_address=(client_host, 0))
+            assert refused.value.smtp_code == 421
+            sent = [_try_send(client, n) for n, client in enumerate(opened)]
+            assert sent == [250] * 4 + [421] * 2
+            boxes = tmp_path / "node" / "mailboxes"
+            wait_until(lambda: len(maildir_messages(boxes)) == 4, 30, "the 4 messages delivered")
+        finally:
+            for client in opened:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    client.close()
+            node.kill()
+
+
+def _try_send(client: smtplib.SMTP, n: int) -> int:
+    try:
+        client.sendmail("a@outside.test", ["u@corp.test"], f"Subject: {n}\r\n\r\nx\r\n")
+    except smtplib.SMTPSenderRefused as refused:
+        return refused.smtp_code
+    return 250
+
+
+def _acceptors_holding(pids: list[int], clients: list[tuple[str, int]]) -> set[int]:
+    """Which of the processes hold the server side of these client connections."""
+    wanted = {f"{_hex_address(host, port)}" for host, port in clients}
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[2] in wanted:  # the remote end is one of our clients
+            inodes.add(fields[9])
+    holders = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    holders.add(pid)
+    return holders
+
+
+def _hex_address(host: str, port: int) -> str:
+    packed = socket.inet_aton(host)
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
 
 
 def _lease(database: Path) -> tuple[str | None, int]:
