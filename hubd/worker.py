@@ -24,7 +24,7 @@ from typing import Any
 from hubd.config import load_config
 from hubd.logs import LogFormat, configure
 from hubd.node import Node, Role
-from hubd.signals import PipeEnds, PipeSignals, read_departures, read_wakeups
+from hubd.signals import PipeEnds, PipeSignals, read_departures, read_pressure, read_wakeups
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ async def _serve(spec: dict[str, Any]) -> None:
         config, role=Role(**spec["role"]), sockets=sockets, signals=signals, owner=spec["owner"]
     )
     stops = []
+
+    if fds.get("pressure_read") is not None:
+        stops.append(read_pressure(fds["pressure_read"], node.publish_pressure))
 
     def ready(started: Node) -> None:
         if ends.wake_read is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class StorageError(Exception):
     """The queue database cannot be opened or used."""
@@ -13,3 +16,20 @@ class SchemaTooNew(StorageError):
 
 class QueueCorrupt(StorageError):
     """The queue database failed its integrity check."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or what caused it, says the filesystem is full (ENOSPC, EDQUOT, or
+    SQLite's SQLITE_FULL, also as SQLAlchemy wraps it)."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a chain of causes is short; never follow a cycle for ever
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        orig = getattr(seen, "orig", None)  # sqlalchemy.exc.DBAPIError keeps the driver's
+        seen = orig if isinstance(orig, BaseException) else (seen.__cause__ or seen.__context__)
+    return False

@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
+from storage.errors import is_disk_full
 from storage.sql import driver
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,12 @@ class Writer:
         try:
             await loop.run_in_executor(self._thread, self._locked_batch, conn, batch)
         except Exception as error:
-            log.exception("commit of %d operations failed", len(batch))
+            if is_disk_full(error):  # one line: the operator needs the cause, not a trace
+                log.error(
+                    "commit of %d operations failed: the disk is full (%s)", len(batch), error
+                )
+            else:
+                log.exception("commit of %d operations failed", len(batch))
             for op in batch:
                 op.error = op.error or error
         self.batches += 1

@@ -28,6 +28,7 @@ from hubd.shadow.client import record_discard
 from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
 from storage import Claim, ClaimedRecipient, Repository, StoredBody
+from storage.errors import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def _returnable(body: StoredBody | None) -> bytes:
 
 
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
+STORAGE_RETRY_SECONDS = 1.0  # after a claim or a record that failed (a full disk, say)
 
 
 class Scheduler:
@@ -124,9 +126,10 @@ class Scheduler:
             while not self._stopping:
                 try:
                     claim = await self._claim()
-                except Exception:
-                    log.exception("claiming due work failed")
-                    claim = Claim()
+                except Exception as error:
+                    _log_storage_failure("claiming due work", error)
+                    # Soon again, not at the idle poll: space coming back must resume work.
+                    claim = Claim(next_due=self._clock() + STORAGE_RETRY_SECONDS)
                 if claim.recipients:
                     self._dispatch(claim)
                     if claim.next_due is None:
@@ -199,7 +202,7 @@ class Scheduler:
                 if body is None:
                     body = await self._repository.load_body(job.recipients[0].message)
                 results = await self._attempt(job, body)
-            final = await self._record(job.hop, job.recipients[0], body, results)
+            final = await self._record_until_stored(job.hop, job.recipients[0], body, results)
         except Exception:
             log.exception("delivery job for %s failed", job.recipients[0].queue_id)
         finally:
@@ -271,6 +274,24 @@ class Scheduler:
             log.exception("courier %s failed on %s", hop.key, first.queue_id)
             text = f"4.3.0 Local delivery error: {error}"
             return results + [RecipientResult(r, 451, text) for r in to_send]
+
+    async def _record_until_stored(
+        self,
+        hop: NextHop,
+        first: ClaimedRecipient,
+        body: StoredBody | None,
+        results: list[RecipientResult],
+    ) -> set[tuple[str, str]]:
+        """_record(), tried again while the disk is full: what was delivered must be
+        recorded as delivered once space returns, not tried again after a restart."""
+        while True:
+            try:
+                return await self._record(hop, first, body, results)
+            except Exception as error:
+                if self._stopping or not is_disk_full(error):
+                    raise
+                _log_storage_failure(f"recording the outcome of {first.queue_id}", error)
+            await asyncio.sleep(STORAGE_RETRY_SECONDS)
 
     async def _record(
         self,
@@ -358,3 +379,10 @@ class Scheduler:
             for d in decisions
             if d.outcome.final
         }
+
+
+def _log_storage_failure(what: str, error: Exception) -> None:
+    if is_disk_full(error):  # expected while the disk is full: one line, no trace
+        log.error("%s failed: the disk is full (%s)", what, error)
+    else:
+        log.error("%s failed", what, exc_info=error)

@@ -36,6 +36,7 @@ from hubd.smtp.actions import (
 )
 from hubd.smtp.message import ReceivedMessage
 from hubd.tracking import Tracker, TrackingEvent
+from storage.errors import is_disk_full
 from storage.shadows import AckTooHigh, ShadowLedger
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,10 @@ class Executor:
             if watch is not None:
                 watch.forget(queue_id)
             raise
-        except Exception:
+        except Exception as error:
             if watch is not None:
                 watch.forget(queue_id)
-            return Failed()  # logged by _commit_done
+            return Failed(no_space=is_disk_full(error))  # logged by _commit_done
         return Committed()
 
     def _commit_done(self, task: asyncio.Task[None]) -> None:
@@ -116,7 +117,10 @@ class Executor:
         if not self._commits:
             self._idle.set()
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("commit failed: %s", task.get_name(), exc_info=error)
+            if is_disk_full(error):  # expected when the disk fills: one line, no trace
+                log.error("%s failed: the disk is full (%s)", task.get_name(), error)
+            else:
+                log.error("commit failed: %s", task.get_name(), exc_info=error)
 
     async def _shadow(self, action: RegisterUpstream | ListNotices | DropTaken) -> Outcome:
         ledger = self._ledger
