@@ -1,8 +1,10 @@
-"""Errors of the queue database (part of the tree drawn in hubd/errors.py)."""
+"""Errors of the queue database (part of the tree drawn in hubd/errors.py), and telling a
+full disk from the other failures."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 
 
@@ -33,3 +35,16 @@ def is_disk_full(error: BaseException) -> bool:
         orig = getattr(seen, "orig", None)  # sqlalchemy.exc.DBAPIError keeps the driver's
         seen = orig if isinstance(orig, BaseException) else (seen.__cause__ or seen.__context__)
     return False
+
+
+def log_failure(logger: logging.Logger, what: str, error: BaseException) -> None:
+    """Log that `what` failed: one line when the disk is full (expected then, and repeated
+    until space returns, so a trace each time would bury the cause), else with the trace."""
+    if is_disk_full(error):
+        logger.error("%s failed: the disk is full (%s)", what, _first_line(error))
+    else:
+        logger.error("%s failed", what, exc_info=error)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from storage.errors import is_disk_full
+from storage.errors import log_failure
 from storage.sql import driver
 
 log = logging.getLogger(__name__)
@@ -279,12 +279,7 @@ class Writer:
         try:
             await loop.run_in_executor(self._thread, self._locked_batch, conn, batch)
         except Exception as error:
-            if is_disk_full(error):  # one line: the operator needs the cause, not a trace
-                log.error(
-                    "commit of %d operations failed: the disk is full (%s)", len(batch), error
-                )
-            else:
-                log.exception("commit of %d operations failed", len(batch))
+            log_failure(log, f"commit of {len(batch)} operations", error)
             for op in batch:
                 op.error = op.error or error
         self.batches += 1

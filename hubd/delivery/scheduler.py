@@ -28,7 +28,7 @@ from hubd.shadow.client import record_discard
 from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
 from storage import Claim, ClaimedRecipient, Repository, StoredBody
-from storage.errors import is_disk_full
+from storage.errors import is_disk_full, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Scheduler:
                 try:
                     claim = await self._claim()
                 except Exception as error:
-                    _log_storage_failure("claiming due work", error)
+                    log_failure(log, "claiming due work", error)
                     # Soon again, not at the idle poll: space coming back must resume work.
                     claim = Claim(next_due=self._clock() + STORAGE_RETRY_SECONDS)
                 if claim.recipients:
@@ -203,8 +203,8 @@ class Scheduler:
                     body = await self._repository.load_body(job.recipients[0].message)
                 results = await self._attempt(job, body)
             final = await self._record_until_stored(job.hop, job.recipients[0], body, results)
-        except Exception:
-            log.exception("delivery job for %s failed", job.recipients[0].queue_id)
+        except Exception as error:
+            log_failure(log, f"delivery job for {job.recipients[0].queue_id}", error)
         finally:
             # Held until the outcome is committed, so that another copy's check sees it.
             self._final_keys -= job.reserved
@@ -290,7 +290,7 @@ class Scheduler:
             except Exception as error:
                 if self._stopping or not is_disk_full(error):
                     raise
-                _log_storage_failure(f"recording the outcome of {first.queue_id}", error)
+                log_failure(log, f"recording the outcome of {first.queue_id}", error)
             await asyncio.sleep(STORAGE_RETRY_SECONDS)
 
     async def _record(
@@ -379,10 +379,3 @@ class Scheduler:
             for d in decisions
             if d.outcome.final
         }
-
-
-def _log_storage_failure(what: str, error: Exception) -> None:
-    if is_disk_full(error):  # expected while the disk is full: one line, no trace
-        log.error("%s failed: the disk is full (%s)", what, error)
-    else:
-        log.error("%s failed", what, exc_info=error)

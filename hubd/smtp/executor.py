@@ -36,7 +36,7 @@ from hubd.smtp.actions import (
 )
 from hubd.smtp.message import ReceivedMessage
 from hubd.tracking import Tracker, TrackingEvent
-from storage.errors import is_disk_full
+from storage.errors import is_disk_full, log_failure
 from storage.shadows import AckTooHigh, ShadowLedger
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ class Executor:
             return Departed(await self._departures.wait(action.queue_id, action.limit))
         try:
             return await self._shadow(action)
-        except Exception:
-            log.exception("XSHADOW bookkeeping failed for %s", action)
-            return Failed()
+        except Exception as error:
+            log_failure(log, f"XSHADOW bookkeeping for {action}", error)
+            return Failed(no_space=is_disk_full(error))
 
     async def settle(self, grace: float) -> None:
         """Wait (at most `grace` seconds) until no commit is in flight."""
@@ -117,10 +117,7 @@ class Executor:
         if not self._commits:
             self._idle.set()
         if not task.cancelled() and (error := task.exception()) is not None:
-            if is_disk_full(error):  # expected when the disk fills: one line, no trace
-                log.error("%s failed: the disk is full (%s)", task.get_name(), error)
-            else:
-                log.error("commit failed: %s", task.get_name(), exc_info=error)
+            log_failure(log, task.get_name(), error)
 
     async def _shadow(self, action: RegisterUpstream | ListNotices | DropTaken) -> Outcome:
         ledger = self._ledger
