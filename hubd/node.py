@@ -243,6 +243,11 @@ class Node:
         """New work may be due for this process's delivery shard (from another process)."""
         self._wake()
 
+    @property
+    def inflight(self) -> int:
+        """Bytes of DATA this process received and has not yet committed or dropped."""
+        return self._inbound.inflight if self._inbound is not None else 0
+
     def pressure(self) -> Level:
         """The back-pressure level sessions and pickup obey now: the worse of what this
         process measures and what the supervisor published."""
@@ -382,7 +387,7 @@ class Node:
             probes["memory"] = on_loop(lambda: resident_size([os.getpid()]))
             probes["queued"] = threaded(lambda: queued_recipients(database))
         if self.role.accept:
-            probes["inflight"] = on_loop(lambda: self._inbound.inflight if self._inbound else 0)
+            probes["inflight"] = on_loop(lambda: self.inflight)
         thresholds = thresholds_of(config.backpressure, inflight_share=self.role.acceptors)
         levels = Levels(
             {k: t for k, t in thresholds.items() if k in probes}, config.backpressure.hysteresis
