@@ -601,47 +601,89 @@ def dns_server(
         stop.wait()
 
 
-def _change(config: Path | None, queue_id: str, action: str) -> None:
-    from hubd.queue_report import change_message
+def _wanted_ids(given: list[str]) -> tuple[list[str], bool]:
+    """The queue ids named (`-` reads more from stdin, whitespace-separated), and whether
+    `ALL` was among them."""
+    ids: list[str] = []
+    for item in given:
+        ids.extend(sys.stdin.read().split() if item == "-" else [item])
+    every = "ALL" in ids
+    return [i for i in ids if i != "ALL"], every
+
+
+def _change(config: Path | None, given: list[str], hop: str | None, action: str) -> None:
+    from hubd.queue_changes import NodeRunning, change_stopped_node
 
     settings = _load(config)
+    named, every = _wanted_ids(given)
+    if not named and not every and hop is None:
+        raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
     try:
         changed = asyncio.run(
-            change_message(settings.node.data_dir / "queue.db", queue_id, action, time.time())
+            change_stopped_node(
+                settings.node.data_dir, action, named, now=time.time(), hop=hop, every=every
+            )
         )
-    except StorageError as error:
-        raise _fail(str(error), 1) from None
-    if not changed:
-        raise _fail(f"{action}: no message {queue_id} with recipients to {action}", 1)
-    done = "removed" if action == "remove" else f"{action} ({changed} recipient(s))"
-    typer.echo(f"{queue_id}: {done}")
+    except (StorageError, NodeRunning) as error:
+        raise _fail(f"queue {action}: {error}", 1) from None
+    for queue_id in named if len(changed) <= 20 else ():
+        count = changed.get(queue_id, 0)
+        if count:
+            done = "removed" if action == "remove" else f"{action} ({count} recipient(s))"
+            typer.echo(f"{queue_id}: {done}")
+    missing = [q for q in named if not changed.get(q)]
+    for queue_id in missing:
+        typer.echo(f"hubd: {action}: no message {queue_id} with recipients to {action}", err=True)
+    if len(changed) > 1:
+        hit = sum(1 for count in changed.values() if count)
+        what = (
+            "messages" if action == "remove" else f"messages ({sum(changed.values())} recipients)"
+        )
+        typer.echo(f"{action}: {hit} {what}")
+    if missing:
+        raise typer.Exit(1)
 
 
-QueueIdArgument = Annotated[str, typer.Argument(help="The queue id.")]
+QueueIdsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Queue ids; '-' reads them from stdin; ALL for every message."),
+]
+HopOption = Annotated[
+    str | None, typer.Option("--hop", help="Every message with a recipient for this next hop.")
+]
 
 
 @queue_app.command("retry")
-def queue_retry(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Make a message's pending (or held) recipients due now."""
-    _change(config, queue_id, "retry")
+def queue_retry(
+    queue_ids: QueueIdsArgument = None, hop: HopOption = None, config: ConfigOption = None
+) -> None:
+    """Make messages' pending (or held) recipients due now (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "retry")
 
 
 @queue_app.command("suspend")
-def queue_suspend(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Hold a message's pending recipients: not tried until resumed."""
-    _change(config, queue_id, "suspend")
+def queue_suspend(
+    queue_ids: QueueIdsArgument = None, hop: HopOption = None, config: ConfigOption = None
+) -> None:
+    """Hold messages' pending recipients: not tried until resumed (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "suspend")
 
 
 @queue_app.command("resume")
-def queue_resume(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Release a held message (suspended, or held as poison)."""
-    _change(config, queue_id, "resume")
+def queue_resume(
+    queue_ids: QueueIdsArgument = None, hop: HopOption = None, config: ConfigOption = None
+) -> None:
+    """Release held messages (suspended, or held as poison) (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "resume")
 
 
 @queue_app.command("remove")
-def queue_remove(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Delete a message from the queue, with no DSN."""
-    _change(config, queue_id, "remove")
+def queue_remove(
+    queue_ids: QueueIdsArgument = None, hop: HopOption = None, config: ConfigOption = None
+) -> None:
+    """Delete messages from the queue, with no DSN; an upstream that holds a shadow of one is
+    owed its discard notice (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "remove")
 
 
 config_app = typer.Typer(help="What a node will run with (postconf).", no_args_is_help=True)

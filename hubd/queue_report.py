@@ -1,12 +1,14 @@
 """Showing the queue to an operator: `hubd queue list` and `hubd queue show`, as text or JSON.
 
-Owns: the layout of queue listings (one line per message, then one per recipient), the
-JSON form scripts read, and the operator's changes to one message (retry, suspend, resume,
-remove).
+Owns: reading a node's queue for an operator without ever changing it (a read-only
+`mode=ro` connection, never `immutable=1`, which would ignore the WAL; nothing created,
+migrated or moved aside), the layout of queue listings (one line per message, then one per
+recipient) and the JSON form scripts read.
 Public: read_queue(), read_shadows(), format_list(), format_show(), format_shadows(),
-to_json(), shadows_json(), change_message().
-Limits: reads the queue database read-only beside a running node; what it shows can be a
-moment old.
+to_json(), shadows_json().
+Failures: StorageError, one line, for a missing queue or one that cannot be read.
+Limits: beside a running node what it shows can be a moment old.
+See also: hubd/queue_changes.py (the changes).
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage import (
-    HeldShadow,
-    QueuedMessage,
-    QueueReader,
-    Repository,
-    Writer,
-    open_database,
-    open_reader,
-)
+from sqlalchemy.exc import DBAPIError
+
+from storage import HeldShadow, QueuedMessage, QueueReader, open_reader
+from storage.errors import StorageError
 from storage.spool import Spool
 
 
@@ -33,6 +30,8 @@ async def read_queue(database: Path, queue_id: str | None = None) -> list[Queued
     engine = open_reader(database)
     try:
         return await QueueReader(engine, Spool(database.with_name("spool"))).list_messages(queue_id)
+    except DBAPIError as error:
+        raise StorageError(f"{database}: cannot read the queue: {error.orig}") from None
     finally:
         await engine.dispose()
 
@@ -42,6 +41,8 @@ async def read_shadows(database: Path) -> list[HeldShadow]:
     engine = open_reader(database)
     try:
         return await QueueReader(engine, Spool(database.with_name("spool"))).shadows()
+    except DBAPIError as error:
+        raise StorageError(f"{database}: cannot read the queue: {error.orig}") from None
     finally:
         await engine.dispose()
 
@@ -139,27 +140,3 @@ def format_show(message: QueuedMessage) -> str:
         lines.append(f"recipient: {r['address']}")
         lines.extend(f"    {k}: {v}" for k, v in r.items() if k != "address")
     return "\n".join(lines)
-
-
-async def change_message(database: Path, queue_id: str, action: str, now: float) -> int:
-    """retry, suspend, resume or remove one message beside a running node; how many changed.
-
-    Writes go through a short-lived writer of their own: SQLite's lock (BEGIN IMMEDIATE)
-    orders them with the node's own commits. A running node sees a retry or resume at its
-    next look at the queue (at most 30 seconds later).
-    """
-    opened = await open_database(database)
-    writer = Writer(opened.write_engine)
-    writer.start()
-    repository = Repository(opened, writer)
-    try:
-        if action == "suspend":
-            return await repository.hold(queue_id)
-        if action in ("retry", "resume"):
-            return await repository.release(queue_id, now)
-        if action == "remove":
-            return int(await repository.remove(queue_id))
-        raise ValueError(f"unknown queue action {action!r}")
-    finally:
-        await writer.stop()
-        await opened.close()

@@ -27,6 +27,7 @@ from storage.model import Claim, NewMessage, RecipientOutcome, RecipientState, S
 from storage.outcomes import OutcomeBatch, record_outcomes
 from storage.reader import QueueReader
 from storage.schema import messages, recipients
+from storage.settle import owe_notices
 from storage.sql import driver
 from storage.writer import Writer
 
@@ -100,8 +101,22 @@ def _set_state(
     ).rowcount
 
 
-def _remove(conn: Connection, queue_id: str) -> bool:
-    return conn.execute(delete(messages).where(messages.c.queue_id == queue_id)).rowcount > 0
+_REMOVED = (
+    "SELECT id, upstream, upstream_incarnation, upstream_notified FROM messages WHERE queue_id = ?"
+)
+
+
+def _remove(conn: Connection, queue_id: str, now: float) -> bool:
+    db = driver(conn)
+    row = db.execute(_REMOVED, (queue_id,)).fetchone()
+    if row is None:
+        return False
+    pk, upstream, incarnation, notified = row
+    if upstream and not notified:
+        # The upstream keeps a shadow of it until told: without this notice it would
+        # resubmit what the operator removed.
+        owe_notices(db, {(upstream, incarnation): [queue_id]}, now)
+    return conn.execute(delete(messages).where(messages.c.id == pk)).rowcount > 0
 
 
 class Repository(QueueReader):
@@ -209,6 +224,7 @@ class Repository(QueueReader):
             "release", lambda conn: _set_state(conn, queue_id, states, RecipientState.PENDING, now)
         )
 
-    async def remove(self, queue_id: str) -> bool:
-        """Delete a message outright (an operator's decision; no DSN)."""
-        return await self._writer.submit("remove", lambda conn: _remove(conn, queue_id))
+    async def remove(self, queue_id: str, now: float) -> bool:
+        """Delete a message outright (an operator's decision; no DSN), recording in the same
+        transaction the discard notice its upstream is owed."""
+        return await self._writer.submit("remove", lambda conn: _remove(conn, queue_id, now))

@@ -80,7 +80,7 @@ class Executor:
         try:
             return await self._shadow(action)
         except Exception as error:
-            log_failure(log, f"XSHADOW bookkeeping for {action}", error)
+            log_failure(log, "XSHADOW bookkeeping", error)
             return Failed(no_space=is_disk_full(error))
 
     async def settle(self, grace: float) -> None:

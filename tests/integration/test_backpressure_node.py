@@ -49,7 +49,7 @@ async def test_medium_refuses_outsiders_and_pauses_pickup(start_node: NodeFactor
     assert node.pickup is not None
     assert node.pickup.paused
 
-    assert await node.repository.remove(queue_id)
+    assert await node.repository.remove(queue_id, 0.0)
     await async_wait_until(lambda: node.pressure() is Level.NORMAL, 10, "Normal again")
     assert not node.pickup.paused
     assert (await outsider.command("MAIL FROM:<a@outside.test>")).code == 250
