@@ -33,7 +33,7 @@ import aiosmtplib
 from hubd.backpressure import Level, Levels
 from hubd.config import Config, HostPort
 from hubd.delivery.maildir import MaildirCourier
-from hubd.delivery.notices import Notifier
+from hubd.delivery.notices import notifier_for
 from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
@@ -527,15 +527,8 @@ class Node:
                 intervals=[d.total_seconds() for d in config.queue.retry],
                 expiry=config.queue.expiry.total_seconds(),
             ),
-            notifier=Notifier(
-                hostname=config.node.hostname,
-                router=core.router,
-                origin_prefix=f"{config.node.name}.{core.database.incarnation}",
-                delay_notice=config.queue.delay_notice.total_seconds(),
-                expiry=config.queue.expiry.total_seconds(),
-                rng=self._rng,
-                double_bounce_to=config.double_bounce_address,
-                tracker=core.tracker,
+            notifier=notifier_for(
+                config, core.router, core.database.incarnation, self._rng, core.tracker
             ),
             tracker=core.tracker,
             clock=self._clock,

@@ -5,7 +5,7 @@ node's own, as its admin API does, or one opened here), committing many messages
 chunks, and opening a stopped node's queue for a change: its data-directory lock first
 (so no node starts meanwhile), then the file as it is (never created, migrated or moved
 aside).
-Public: ACTIONS, CHUNK, apply_change(), select_ids(), stopped_node_queue(),
+Public: ACTIONS, CHUNK, apply_change(), removal_dsns(), select_ids(), stopped_node_queue(),
 change_stopped_node(), NodeRunning.
 Failures: NodeRunning (naming the pid) when the node holds its data directory;
 StorageError for a missing queue or one of another schema revision.
@@ -17,12 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from hubd import replies
+from hubd.config import Config
 from hubd.datadir import DataDirInUse, acquire_data_dir
+from hubd.delivery.courier import RecipientResult
+from hubd.delivery.notices import Notifier, notifier_for, returnable
+from hubd.delivery.outcomes import Decision
 from hubd.errors import HubdError
-from storage import QueuedMessage, Repository, Writer, attach_database, check_revision
+from hubd.routing import Router, RouteTable
+from hubd.tracking import TrackingEvent
+from storage import (
+    ClaimedRecipient,
+    NewMessage,
+    QueuedMessage,
+    RecipientOutcome,
+    RecipientState,
+    Repository,
+    StoredBody,
+    Writer,
+    attach_database,
+    check_revision,
+)
+from storage.repository import RemovalNotices
 
 ACTIONS = ("retry", "suspend", "resume", "remove")
 CHUNK = 1000  # messages changed per round of commits: a bulk change never holds the queue long
@@ -40,19 +60,60 @@ class NodeRunning(HubdError):
         self.pid = pid
 
 
-async def _one(repository: Repository, action: str, queue_id: str, now: float) -> int:
+def removal_dsns(notifier: Notifier, router: Router, now: float) -> RemovalNotices:
+    """Failure DSNs for the waiting recipients of a removed message, as delivery would send
+    them (NOTIFY honoured; mail from <> goes to double_bounce_to or is dropped aloud)."""
+    reply = replies.REMOVED_BY_OPERATOR
+    text = f"{reply.enhanced} {reply.text}"
+
+    def build(waiting: Sequence[ClaimedRecipient], body: StoredBody) -> list[NewMessage]:
+        first = waiting[0]
+        hop = router.next_hop(first.address.rpartition("@")[2])
+        results = [RecipientResult(r, reply.code, text) for r in waiting]
+        decisions = [
+            Decision(
+                RecipientOutcome(r.recipient, RecipientState.FAILED, hop.key, r.reply),
+                TrackingEvent.FAIL,
+            )
+            for r in results
+        ]
+        notices = notifier.notices(
+            hop=hop,
+            first=first,
+            body=returnable(body),
+            results=results,
+            decisions=decisions,
+            now=now,
+        )
+        return [notice.message for notice in notices]
+
+    return build
+
+
+async def _one(
+    repository: Repository,
+    action: str,
+    queue_id: str,
+    now: float,
+    notices: RemovalNotices | None,
+) -> int:
     """Change one message; how many of its recipients (remove: 1 or 0 messages) changed."""
     if action == "suspend":
         return await repository.hold(queue_id)
     if action in ("retry", "resume"):
         return await repository.release(queue_id, now)
     if action == "remove":
-        return int(await repository.remove(queue_id, now))
+        return int(await repository.remove(queue_id, now, notices))
     raise ValueError(f"unknown queue action {action!r}")
 
 
 async def apply_change(
-    repository: Repository, action: str, queue_ids: Sequence[str], now: float
+    repository: Repository,
+    action: str,
+    queue_ids: Sequence[str],
+    now: float,
+    *,
+    notices: RemovalNotices | None = None,
 ) -> dict[str, int]:
     """Apply `action` to each message; what changed per queue id (0: nothing to change).
 
@@ -65,7 +126,7 @@ async def apply_change(
     unique = list(dict.fromkeys(queue_ids))
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
-        counts = await asyncio.gather(*(_one(repository, action, q, now) for q in chunk))
+        counts = await asyncio.gather(*(_one(repository, action, q, now, notices) for q in chunk))
         changed.update(zip(chunk, counts, strict=True))
     return changed
 
@@ -110,11 +171,19 @@ async def change_stopped_node(
     now: float,
     hop: str | None = None,
     every: bool = False,
+    dsn_for: Config | None = None,
 ) -> dict[str, int]:
     """Apply `action` to the named messages (and those `hop` or `every` select) of a
-    stopped node's queue, under its lock; what changed per queue id."""
+    stopped node's queue, under its lock; what changed per queue id. With `dsn_for` (the
+    node's config), a removal queues the failure DSNs its waiting recipients are owed."""
     async with stopped_node_queue(data_dir) as repository:
         wanted = list(queue_ids)
         if hop is not None or every:
             wanted += select_ids(await repository.list_messages(), hop=hop, every=every)
-        return await apply_change(repository, action, wanted, now)
+        notices = None
+        if dsn_for is not None:
+            router = Router(dsn_for.local_domains, RouteTable(dsn_for.routes))
+            incarnation = repository.database.incarnation
+            notifier = notifier_for(dsn_for, router, incarnation, random.Random())
+            notices = removal_dsns(notifier, router, now)
+        return await apply_change(repository, action, wanted, now, notices=notices)

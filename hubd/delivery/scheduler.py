@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
-from hubd.delivery.notices import Notifier
+from hubd.delivery.notices import Notifier, returnable
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
-from hubd.dsn import MAX_RETURNED_BYTES
 from hubd.routing import HopKind, NextHop, Router
 from hubd.shadow.client import record_discard
 from hubd.signals import Signals
@@ -43,15 +42,6 @@ class _Job:
     busy: bool = False  # another copy of the same origin key is in delivery: wait
     duplicates: frozenset[str] = frozenset()  # lower-cased addresses already delivered
     reserved: frozenset[tuple[str, str]] = frozenset()
-
-
-def _returnable(body: StoredBody | None) -> bytes:
-    """What a DSN may return of the message: all of a small one, the start of a big one."""
-    if body is None:
-        return b""
-    if body.spool is None:
-        return body.head
-    return body.prefix(MAX_RETURNED_BYTES + 1)
 
 
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
@@ -316,7 +306,7 @@ class Scheduler:
         notices = self._notifier.notices(
             hop=hop,
             first=first,
-            body=_returnable(body),
+            body=returnable(body),
             results=results,
             decisions=decisions,
             now=now,

@@ -36,6 +36,11 @@ def _hubd(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _json_lines(text: str) -> list[Any]:
+    """What a --json command printed: one object per line."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def _hubd_input(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hubd", *args],
@@ -84,7 +89,7 @@ class TestQueueCommands:
         config, queue_id, _ = await _stuck_message(start_node, tmp_path)
 
         def attempted() -> Any:
-            listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
+            listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             return listing and listing[0]["recipients"][0]["attempts"] == 1 and listing
 
         (entry,) = await asyncio.to_thread(wait_until, attempted, 15, "one attempt")
@@ -104,6 +109,30 @@ class TestQueueCommands:
         missing = _hubd("queue", "show", "-c", str(config), "NOSUCHID")
         assert missing.returncode == 1
         assert "no message NOSUCHID" in missing.stderr
+        (as_json,) = _json_lines(
+            _hubd("queue", "show", "-c", str(config), queue_id, "--json").stdout
+        )
+        assert as_json["received_at"].endswith("Z")
+        assert "T" in as_json["received_at"]
+
+        text = _hubd("queue", "show", "-c", str(config), queue_id, "--message").stdout
+        assert "Message-ID: <q@outside.test>" in text
+        assert text.startswith("Received: ")
+        exported = tmp_path / "q.eml"
+        done = _hubd("queue", "export", "-c", str(config), queue_id, "-o", str(exported))
+        assert done.returncode == 0, done.stderr
+        assert exported.read_text() == text
+        again = _hubd("queue", "export", "-c", str(config), queue_id, "-o", str(exported))
+        assert again.returncode == 1
+        assert again.stderr.count("\n") == 1
+
+        (hop,) = _json_lines(_hubd("queue", "shape", "-c", str(config), "--json").stdout)
+        assert hop == {
+            "next_hop": "route:corp.test",
+            "total": 1,
+            "ages": {**dict.fromkeys(hop["ages"], 0), "5m": 1},
+        }
+        assert "route:corp.test" in _hubd("queue", "shape", "-c", str(config)).stdout
 
 
 class _SilentServer:
@@ -155,7 +184,7 @@ class TestPoison:
                 wait_until(lambda n=crash: silent.accepted >= n, 15, f"delivery attempt {crash}")
                 node.kill()
                 node.start()
-            listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
+            listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             (entry,) = listing
             assert entry["queue_id"] == queue_id
             assert entry["crashes"] == 2
@@ -179,7 +208,7 @@ class TestQueueChanges:
         data_dir = tmp_path / "a"
 
         def state() -> tuple[str, int] | None:
-            listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
+            listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             if not listing:
                 return None
             recipient = listing[0]["recipients"][0]
@@ -198,8 +227,11 @@ class TestQueueChanges:
         assert both.returncode == 1
         assert "no message NOSUCHID" in both.stderr
         assert f"{queue_id}: retry (1 recipient(s))" in both.stdout
-        removed = _hubd("queue", "remove", "-c", str(config), "--hop", "route:corp.test")
+        removed = _hubd("queue", "remove", "-c", str(config), "--hop", "route:corp.test", "--json")
         assert removed.returncode == 0, removed.stderr
+        assert _json_lines(removed.stdout) == [
+            {"queue_id": queue_id, "action": "remove", "changed": 1}
+        ]
         assert state() is None
         missing = _hubd("queue", "remove", "-c", str(config), queue_id)
         assert missing.returncode == 1
@@ -228,7 +260,7 @@ class TestQueueChanges:
                 assert refused.returncode == 1
                 assert refused.stderr.count("\n") == 1, refused.stderr
                 assert f"is running (pid {node.process.pid})" in refused.stderr
-            listing = json.loads(_hubd("queue", "list", "-c", str(config), "--json").stdout)
+            listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             assert [m["queue_id"] for m in listing] == [queue_id]
             assert listing[0]["recipients"][0]["state"] != "HELD"
         finally:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 import time
 from pathlib import Path
 
 import pytest
 
 from hubd import queue_changes
+from hubd.config import parse_config
 from hubd.datadir import acquire_data_dir
+from hubd.delivery.notices import notifier_for
 from hubd.queue_changes import (
     NodeRunning,
     apply_change,
     change_stopped_node,
+    removal_dsns,
     select_ids,
 )
+from hubd.routing import Router, RouteTable
 from storage import NewMessage, NewRecipient, RecipientState, Repository, Writer, open_database
 from storage.errors import StorageError
 
@@ -85,3 +91,26 @@ async def test_no_queue_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="no queue database here"):
         await change_stopped_node(tmp_path, "retry", ["Q1"], now=NOW)
     assert os.listdir(tmp_path) == []
+
+
+async def test_remove_with_dsn(repository: Repository) -> None:
+    """remove --dsn queues, in the removal's transaction, one failure DSN to the sender
+    naming each waiting recipient and the operator's 5.0.0."""
+    await repository.enqueue(_message("Q1", "a", "b"))
+    await repository.enqueue(dataclasses.replace(_message("Q2", "a"), sender=""))
+    config = parse_config({"node": {"hostname": "hub.test"}, "queue": {"double_bounce_to": ""}})
+    router = Router([], RouteTable([]))
+    notices = removal_dsns(notifier_for(config, router, "inc", random.Random(1)), router, NOW)
+    assert await apply_change(repository, "remove", ["Q1", "Q2"], NOW, notices=notices) == {
+        "Q1": 1,
+        "Q2": 1,
+    }
+    (dsn,) = await repository.list_messages()  # none for mail from <>: nowhere to go
+    assert dsn.sender == ""
+    assert [r.address for r in dsn.recipients] == ["a@x.test"]
+    body = await repository.body_of(dsn.queue_id)
+    assert body is not None
+    text = b"".join(body.chunks()).decode()
+    assert "5.0.0 Removed from the queue by its operator" in text
+    assert "r0@a.test" in text
+    assert "r1@b.test" in text
