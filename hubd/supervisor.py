@@ -51,6 +51,7 @@ from hubd.pressure import (
 from hubd.signals import send_pressure
 from hubd.tracking import Tracker
 from storage import Repository, Writer, open_database
+from storage.errors import is_disk_full, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -305,13 +306,7 @@ class Supervisor:
             status = await self._spawn_and_wait(child)
             if self._stopping.is_set():
                 return
-            await recover_queue(
-                repository,
-                tracker,
-                self._run_id,
-                self.config.queue.poison_threshold,
-                dead_run=child.owner,
-            )
+            await self._recover(child, repository, tracker)
             if not self._started:
                 self._failed = f"{child.name} failed at start-up (exit status {status})"
                 self._stopping.set()
@@ -323,6 +318,25 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
+
+    async def _recover(self, child: _Child, repository: Repository, tracker: Tracker) -> None:
+        """Release what the dead child held; on a full disk, again each second until it
+        is done (its replacement must not start beside leases nobody will release)."""
+        while True:
+            try:
+                await recover_queue(
+                    repository,
+                    tracker,
+                    self._run_id,
+                    self.config.queue.poison_threshold,
+                    dead_run=child.owner,
+                )
+                return
+            except Exception as error:
+                if not is_disk_full(error) or self._stopping.is_set():
+                    raise
+                log_failure(log, f"releasing what {child.name} held", error)
+            await asyncio.sleep(1.0)
 
     async def _spawn_and_wait(self, child: _Child) -> int:
         child.generation += 1
