@@ -208,13 +208,18 @@ def test_high_refuses_and_recovers(tmp_path: Path, small_disk: Path) -> None:
         node.kill()
 
 
-def test_full_to_the_last_byte_with_thresholds_off(tmp_path: Path, small_disk: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_full_to_the_last_byte_with_thresholds_off(
+    tmp_path: Path, small_disk: Path, processes: int
+) -> None:
     """With back pressure off, a disk filled to the last byte under a sending client gets
-    452 4.3.1 (or 451), never a 250 for what was not stored, small or spooled; the node
-    takes mail again by itself once the space is back."""
+    452 4.3.1 (or 451), never a 250 for what was not stored, small or spooled; the node (of
+    one process, or a supervisor and its children) takes mail again by itself once the
+    space is back."""
     node = _node(
         tmp_path,
         small_disk,
+        node={"processes": processes},
         backpressure={key: 0 for key in ("disk_free_medium", "disk_free_high")},
     )
     node.start()
