@@ -420,7 +420,7 @@ def queue_show(
     ] = False,
 ) -> None:
     """One message in full: its envelope, its recipients' state and history, or its text."""
-    from hubd.queue_report import format_show, read_queue, to_json
+    from hubd.queue_report import format_show, read_history, read_queue, show_json
 
     settings = _load(config)
     if message:
@@ -432,7 +432,9 @@ def queue_show(
         raise _fail(str(error), 1) from None
     if not messages:
         raise _fail(f"no message {queue_id} in the queue", 1)
-    typer.echo(to_json(messages) if as_json else format_show(messages[0]))
+    history = read_history(settings.node.data_dir / "tracking", messages[0])
+    shown = messages[0]
+    typer.echo(show_json(shown, history) if as_json else format_show(shown, history))
 
 
 def _stored_message(settings: Config, queue_id: str) -> bytes:

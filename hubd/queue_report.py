@@ -6,9 +6,10 @@ migrated or moved aside), the layout of queue listings (one line per message, th
 recipient) and the JSON form scripts read.
 Also: the queue's shape (qshape: waiting recipients by next hop and age) and a message's
 stored bytes (postcat, export as .eml).
-Public: read_queue(), read_shadows(), read_message(), format_list(), format_show(),
-format_shadows(), to_json(), shadows_json(), queue_shape(), format_shape(), shape_json(),
-rfc3339(), json_lines(), AGE_BUCKETS.
+Also: a message's history, from the tracking log.
+Public: read_queue(), read_shadows(), read_message(), read_history(), format_list(),
+format_show(), show_json(), format_shadows(), to_json(), shadows_json(), queue_shape(),
+format_shape(), shape_json(), rfc3339(), json_lines(), AGE_BUCKETS.
 Failures: StorageError, one line, for a missing queue or one that cannot be read.
 Limits: beside a running node what it shows can be a moment old.
 See also: hubd/queue_changes.py (the changes).
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from hubd.tracking import read_events
 from storage import HeldShadow, QueuedMessage, QueueReader, RecipientState, open_reader
 from storage.errors import StorageError
 from storage.spool import Spool
@@ -159,14 +161,31 @@ def format_list(messages: list[QueuedMessage]) -> str:
     return "\n".join(lines)
 
 
-def format_show(message: QueuedMessage) -> str:
-    """Every field of one message."""
+def read_history(tracking: Path, message: QueuedMessage) -> list[dict[str, Any]]:
+    """The message's tracking events (in the logs of the days since it was received)."""
+    first = datetime.fromtimestamp(message.received_at, UTC).date()
+    return [e for e in read_events(tracking, first) if e.get("queue_id") == message.queue_id]
+
+
+def format_show(message: QueuedMessage, history: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Every field of one message, then its history from the tracking log."""
     data = _message_dict(message)
     lines = [f"{key}: {value}" for key, value in data.items() if key != "recipients"]
     for r in data["recipients"]:
         lines.append(f"recipient: {r['address']}")
         lines.extend(f"    {k}: {v}" for k, v in r.items() if k != "address")
+    for event in history:
+        to = ", ".join(event.get("recipients") or [])
+        line = (
+            f"history: {event.get('time')}  {event.get('event')}  {to}  {event.get('reply') or ''}"
+        )
+        lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def show_json(message: QueuedMessage, history: Sequence[Mapping[str, Any]]) -> str:
+    """One message as one JSON line, its tracking events under "history"."""
+    return json_lines([{**_message_dict(message), "history": list(history)}])
 
 
 # qshape's buckets: minutes since the message was received, each bucket up to its bound.

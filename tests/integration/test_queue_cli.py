@@ -106,6 +106,7 @@ class TestQueueCommands:
         shown = _hubd("queue", "show", "-c", str(config), queue_id)
         assert shown.returncode == 0
         assert "last_error: 451 4.4.1" in shown.stdout
+        assert "  RECEIVE  bob@corp.test" in shown.stdout
         missing = _hubd("queue", "show", "-c", str(config), "NOSUCHID")
         assert missing.returncode == 1
         assert "no message NOSUCHID" in missing.stderr
@@ -113,6 +114,7 @@ class TestQueueCommands:
             _hubd("queue", "show", "-c", str(config), queue_id, "--json").stdout
         )
         assert as_json["received_at"].endswith("Z")
+        assert [e["event"] for e in as_json["history"]][:2] == ["RECEIVE", "DEFER"]
         assert "T" in as_json["received_at"]
 
         text = _hubd("queue", "show", "-c", str(config), queue_id, "--message").stdout
