@@ -377,6 +377,11 @@ app.add_typer(queue_app, name="queue")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def _echo_lines(text: str) -> None:
+    if text:  # an empty listing in JSON is no line at all
+        typer.echo(text)
+
+
 @queue_app.command("list")
 def queue_list(
     config: ConfigOption = None,
@@ -391,14 +396,18 @@ def queue_list(
     try:
         if shadows:
             held = asyncio.run(queue_report.read_shadows(database))
-            typer.echo(
-                queue_report.shadows_json(held) if as_json else queue_report.format_shadows(held)
-            )
+            if as_json:
+                _echo_lines(queue_report.shadows_json(held))
+            else:
+                typer.echo(queue_report.format_shadows(held))
             return
         messages = asyncio.run(queue_report.read_queue(database))
     except StorageError as error:
         raise _fail(str(error), 1) from None
-    typer.echo(queue_report.to_json(messages) if as_json else queue_report.format_list(messages))
+    if as_json:
+        _echo_lines(queue_report.to_json(messages))
+    else:
+        typer.echo(queue_report.format_list(messages))
 
 
 @queue_app.command("show")
@@ -406,18 +415,81 @@ def queue_show(
     queue_id: Annotated[str, typer.Argument(help="The queue id.")],
     config: ConfigOption = None,
     as_json: JsonOption = False,
+    message: Annotated[
+        bool, typer.Option("--message", help="The stored message itself (postcat).")
+    ] = False,
 ) -> None:
-    """One message in full."""
-    from hubd.queue_report import format_show, read_queue, to_json
+    """One message in full: its envelope, its recipients' state and history, or its text."""
+    from hubd.queue_report import format_show, read_history, read_queue, show_json
 
     settings = _load(config)
+    if message:
+        sys.stdout.buffer.write(_stored_message(settings, queue_id))
+        return
     try:
         messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
     except StorageError as error:
         raise _fail(str(error), 1) from None
     if not messages:
         raise _fail(f"no message {queue_id} in the queue", 1)
-    typer.echo(to_json(messages) if as_json else format_show(messages[0]))
+    history = read_history(settings.node.data_dir / "tracking", messages[0])
+    shown = messages[0]
+    typer.echo(show_json(shown, history) if as_json else format_show(shown, history))
+
+
+def _stored_message(settings: Config, queue_id: str) -> bytes:
+    from hubd.queue_report import read_message
+
+    try:
+        data = asyncio.run(read_message(settings.node.data_dir / "queue.db", queue_id))
+    except StorageError as error:
+        raise _fail(str(error), 1) from None
+    if data is None:
+        raise _fail(f"no message {queue_id} in the queue", 1)
+    return data
+
+
+@queue_app.command("export")
+def queue_export(
+    queue_id: Annotated[str, typer.Argument(help="The queue id.")],
+    config: ConfigOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The file (default: ID.eml here).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a queued message, as stored, to an .eml file."""
+    from hubd.queue_report import json_lines
+
+    settings = _load(config)
+    data = _stored_message(settings, queue_id)
+    target = output or Path(f"{queue_id}.eml")
+    try:
+        with target.open("xb") as handle:  # never over a file that is there
+            handle.write(data)
+    except OSError as error:
+        raise _fail(f"export: cannot write {target}: {error.strerror or error}", 1) from None
+    if as_json:
+        typer.echo(json_lines([{"queue_id": queue_id, "file": str(target), "size": len(data)}]))
+    else:
+        typer.echo(f"{queue_id}: {len(data)} bytes to {target}")
+
+
+@queue_app.command("shape")
+def queue_shape(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Waiting recipients by next hop and age in minutes (qshape)."""
+    from hubd import queue_report
+
+    settings = _load(config)
+    try:
+        messages = asyncio.run(queue_report.read_queue(settings.node.data_dir / "queue.db"))
+    except StorageError as error:
+        raise _fail(str(error), 1) from None
+    shape = queue_report.queue_shape(messages, time.time())
+    if as_json:
+        _echo_lines(queue_report.shape_json(shape))
+    else:
+        typer.echo(queue_report.format_shape(shape))
 
 
 cluster_app = typer.Typer(help="A local multi-node cluster on loopback.", no_args_is_help=True)
@@ -601,47 +673,126 @@ def dns_server(
         stop.wait()
 
 
-def _change(config: Path | None, queue_id: str, action: str) -> None:
-    from hubd.queue_report import change_message
+def _wanted_ids(given: list[str]) -> tuple[list[str], bool]:
+    """The queue ids named (`-` reads more from stdin, whitespace-separated), and whether
+    `ALL` was among them."""
+    ids: list[str] = []
+    for item in given:
+        ids.extend(sys.stdin.read().split() if item == "-" else [item])
+    every = "ALL" in ids
+    return [i for i in ids if i != "ALL"], every
+
+
+def _change(
+    config: Path | None,
+    given: list[str],
+    hop: str | None,
+    action: str,
+    as_json: bool,
+    *,
+    dsn: bool = False,
+) -> None:
+    from hubd.queue_changes import NodeRunning, change_stopped_node
+    from hubd.queue_report import json_lines
 
     settings = _load(config)
+    named, every = _wanted_ids(given)
+    if not named and not every and hop is None:
+        raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
     try:
         changed = asyncio.run(
-            change_message(settings.node.data_dir / "queue.db", queue_id, action, time.time())
+            change_stopped_node(
+                settings.node.data_dir,
+                action,
+                named,
+                now=time.time(),
+                hop=hop,
+                every=every,
+                dsn_for=settings if dsn else None,
+            )
         )
-    except StorageError as error:
-        raise _fail(str(error), 1) from None
-    if not changed:
-        raise _fail(f"{action}: no message {queue_id} with recipients to {action}", 1)
-    done = "removed" if action == "remove" else f"{action} ({changed} recipient(s))"
-    typer.echo(f"{queue_id}: {done}")
+    except (StorageError, NodeRunning) as error:
+        raise _fail(f"queue {action}: {error}", 1) from None
+    missing = [q for q in named if not changed.get(q)]
+    for queue_id in missing:
+        typer.echo(f"hubd: {action}: no message {queue_id} with recipients to {action}", err=True)
+    if as_json:
+        rows = [{"queue_id": q, "action": action, "changed": n} for q, n in changed.items()]
+        _echo_lines(json_lines(rows))
+        if missing:
+            raise typer.Exit(1)
+        return
+    for queue_id in named if len(changed) <= 20 else ():
+        count = changed.get(queue_id, 0)
+        if count:
+            done = "removed" if action == "remove" else f"{action} ({count} recipient(s))"
+            typer.echo(f"{queue_id}: {done}")
+    if len(changed) > 1:
+        hit = sum(1 for count in changed.values() if count)
+        what = (
+            "messages" if action == "remove" else f"messages ({sum(changed.values())} recipients)"
+        )
+        typer.echo(f"{action}: {hit} {what}")
+    if missing:
+        raise typer.Exit(1)
 
 
-QueueIdArgument = Annotated[str, typer.Argument(help="The queue id.")]
+QueueIdsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Queue ids; '-' reads them from stdin; ALL for every message."),
+]
+HopOption = Annotated[
+    str | None, typer.Option("--hop", help="Every message with a recipient for this next hop.")
+]
 
 
 @queue_app.command("retry")
-def queue_retry(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Make a message's pending (or held) recipients due now."""
-    _change(config, queue_id, "retry")
+def queue_retry(
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make messages' pending (or held) recipients due now (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "retry", as_json)
 
 
 @queue_app.command("suspend")
-def queue_suspend(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Hold a message's pending recipients: not tried until resumed."""
-    _change(config, queue_id, "suspend")
+def queue_suspend(
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Hold messages' pending recipients: not tried until resumed (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "suspend", as_json)
 
 
 @queue_app.command("resume")
-def queue_resume(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Release a held message (suspended, or held as poison)."""
-    _change(config, queue_id, "resume")
+def queue_resume(
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Release held messages (suspended, or held as poison) (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "resume", as_json)
 
 
 @queue_app.command("remove")
-def queue_remove(queue_id: QueueIdArgument, config: ConfigOption = None) -> None:
-    """Delete a message from the queue, with no DSN."""
-    _change(config, queue_id, "remove")
+def queue_remove(
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    dsn: Annotated[
+        bool, typer.Option("--dsn", help="Tell each sender, with a failure DSN (5.0.0).")
+    ] = False,
+) -> None:
+    """Delete messages from the queue (with --dsn: each sender gets a failure DSN for the
+    recipients still waiting); an upstream that holds a shadow of one is owed its discard
+    notice (the node must be stopped)."""
+    _change(config, queue_ids or [], hop, "remove", as_json, dsn=dsn)
 
 
 config_app = typer.Typer(help="What a node will run with (postconf).", no_args_is_help=True)

@@ -393,6 +393,56 @@ class PickupConfig(_Section):
         return value
 
 
+def _count(value: object) -> object:
+    # "0" turns a check off, as for the sizes; other counts may be strings of digits too.
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_count), Field(ge=0)]
+
+
+class BackpressureConfig(_Section):
+    disk_free_medium: Size = Field(
+        2 << 30,
+        description="Free space of the queue's filesystem below which the node is"
+        " Medium (only trusted networks, authenticated users and shadow peers); 0: off.",
+    )
+    disk_free_high: Size = Field(
+        1 << 30,
+        description="Free space below which the node is High (452 4.3.1 for all new mail); 0: off.",
+    )
+    memory_medium: Size = Field(
+        6 << 30, description="Resident size of all the node's processes for Medium; 0: off."
+    )
+    memory_high: Size = Field(8 << 30, description="Resident size for High; 0: off.")
+    inflight_medium: Size = Field(
+        1 << 30, description="Bytes received but not yet committed, for Medium; 0: off."
+    )
+    inflight_high: Size = Field(2 << 30, description="Bytes in flight for High; 0: off.")
+    queued_medium: Count = Field(
+        500_000, description="Queued recipients (pending or held) for Medium; 0: off."
+    )
+    queued_high: Count = Field(1_000_000, description="Queued recipients for High; 0: off.")
+    hysteresis: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="A level drops only once the value is this fraction past its threshold.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackpressureConfig:
+        pairs = (("disk_free", True), ("memory", False), ("inflight", False), ("queued", False))
+        for name, falling in pairs:
+            medium, high = getattr(self, f"{name}_medium"), getattr(self, f"{name}_high")
+            if medium and high and (medium <= high if falling else medium >= high):
+                word = "more" if falling else "less"
+                raise ValueError(f"{name}_medium must be {word} than {name}_high (or 0: off)")
+        return self
+
+
 class RouteConfig(_Section):
     domains: list[DomainPattern] = Field(min_length=1)
     next_hops: list[Address] = Field(min_length=1)
@@ -410,6 +460,7 @@ class Config(_Section):
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pickup: PickupConfig = Field(default_factory=PickupConfig)
+    backpressure: BackpressureConfig = Field(default_factory=BackpressureConfig)
 
     @model_validator(mode="after")
     def _check_local_vs_routes(self) -> Config:

@@ -30,14 +30,25 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from hubd.backpressure import Level, Levels
 from hubd.config import Config, HostPort
 from hubd.delivery.maildir import MaildirCourier
-from hubd.delivery.notices import Notifier
+from hubd.delivery.notices import notifier_for
 from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
 from hubd.pickup import Pickup, PickupLimits, Source
+from hubd.pressure import (
+    Gauge,
+    Probe,
+    disk_free,
+    on_loop,
+    queued_recipients,
+    resident_size,
+    threaded,
+    thresholds_of,
+)
 from hubd.routing import HopKind, Router, RouteTable
 from hubd.routing.mx import MxResolver
 from hubd.shadow.client import ShadowClient
@@ -73,6 +84,7 @@ class Role:
     shards: int = 1  # how many delivery shards the node has
     peers: bool = True  # heartbeats, resubmission, shadow expiry (one process per node)
     owns_queue: bool = True  # prepares the file and recovers leases at start (one process)
+    acceptors: int = 1  # how many acceptor processes share the in-flight thresholds
 
 
 ALL = Role()
@@ -164,6 +176,8 @@ class Node:
         self._core: _Core | None = None
         self._wake: Callable[[], None] = lambda: None
         self.pickup: Pickup | None = None  # scans the pickup directories (one process)
+        self._published = Level.NORMAL  # the level the supervisor measured (several processes)
+        self._gauge: Gauge | None = None  # what this process measures itself
 
     # -- what tests and the supervisor look at ------------------------------------------
 
@@ -232,6 +246,32 @@ class Node:
         """New work may be due for this process's delivery shard (from another process)."""
         self._wake()
 
+    @property
+    def inflight(self) -> int:
+        """Bytes of DATA this process received and has not yet committed or dropped."""
+        return self._inbound.inflight if self._inbound is not None else 0
+
+    def pressure(self) -> Level:
+        """The back-pressure level sessions and pickup obey now: the worse of what this
+        process measures and what the supervisor published."""
+        own = self._gauge.level if self._gauge is not None else Level.NORMAL
+        return max(own, self._published)
+
+    def publish_pressure(self, level: Level) -> None:
+        """The node's level, as the supervisor measured it."""
+        self._published = level
+        self._pressure_changed(level)
+
+    def _pressure_changed(self, _level: Level) -> None:
+        # Medium and High stop the pickup directories; delivery, discard notices and
+        # heartbeats never stop, so the node can drain.
+        if self.pickup is None:
+            return
+        if self.pressure() >= Level.MEDIUM:
+            self.pickup.pause()
+        else:
+            self.pickup.resume()
+
     def departed(self, queue_ids: Iterable[str]) -> None:
         """These messages left the node (reported by a delivery process)."""
         self._departures.left(queue_ids)
@@ -245,6 +285,7 @@ class Node:
                     upkeep = await self._own_queue(core, group)
                     delivery = await self._start_delivery(core, group, stack)
                     pickup = self._start_pickup(core, group)
+                    self._start_gauge(core, group)
                     await self._listen(core, stack)
                     self._ready.set()
                     await self._stopping.wait()
@@ -338,7 +379,30 @@ class Node:
         group.create_task(self.pickup.run(), name="pickup")
         return self.pickup
 
+    def _start_gauge(self, core: _Core, group: asyncio.TaskGroup) -> None:
+        """Measure here what this process can see: everything in a node of one process; in
+        an acceptor of several, only its own bytes in flight (the supervisor the rest)."""
+        config = self.config
+        probes: dict[str, Probe] = {}
+        if self.role.owns_queue:
+            data_dir, database = config.node.data_dir, core.database.path
+            probes["disk_free"] = on_loop(lambda: disk_free(data_dir))
+            probes["memory"] = on_loop(lambda: resident_size([os.getpid()]))
+            probes["queued"] = threaded(lambda: queued_recipients(database))
+        if self.role.accept:
+            probes["inflight"] = on_loop(lambda: self.inflight)
+        thresholds = thresholds_of(config.backpressure, inflight_share=self.role.acceptors)
+        levels = Levels(
+            {k: t for k, t in thresholds.items() if k in probes}, config.backpressure.hysteresis
+        )
+        if not levels.watched:
+            return
+        self._gauge = Gauge(levels, probes, tracker=core.tracker, on_change=self._pressure_changed)
+        group.create_task(self._gauge.run(), name="back-pressure")
+
     async def _drain(self, core: _Core, delivery: _Delivery | None, pickup: Pickup | None) -> None:
+        if self._gauge is not None:
+            self._gauge.stop()
         for listener in self.listeners:
             listener.server.close()
         if pickup is not None:
@@ -380,6 +444,7 @@ class Node:
             self._rng,
             spool=spool,
             spool_threshold=config.smtp.spool_threshold,
+            pressure=self.pressure,
         )
 
     def _relay_policy(self, core: _Core) -> ListenerPolicy:
@@ -465,15 +530,8 @@ class Node:
                 intervals=[d.total_seconds() for d in config.queue.retry],
                 expiry=config.queue.expiry.total_seconds(),
             ),
-            notifier=Notifier(
-                hostname=config.node.hostname,
-                router=core.router,
-                origin_prefix=f"{config.node.name}.{core.database.incarnation}",
-                delay_notice=config.queue.delay_notice.total_seconds(),
-                expiry=config.queue.expiry.total_seconds(),
-                rng=self._rng,
-                double_bounce_to=config.double_bounce_address,
-                tracker=core.tracker,
+            notifier=notifier_for(
+                config, core.router, core.database.incarnation, self._rng, core.tracker
             ),
             tracker=core.tracker,
             clock=self._clock,

@@ -1,30 +1,34 @@
 """Showing the queue to an operator: `hubd queue list` and `hubd queue show`, as text or JSON.
 
-Owns: the layout of queue listings (one line per message, then one per recipient), the
-JSON form scripts read, and the operator's changes to one message (retry, suspend, resume,
-remove).
-Public: read_queue(), read_shadows(), format_list(), format_show(), format_shadows(),
-to_json(), shadows_json(), change_message().
-Limits: reads the queue database read-only beside a running node; what it shows can be a
-moment old.
+Owns: reading a node's queue for an operator without ever changing it (a read-only
+`mode=ro` connection, never `immutable=1`, which would ignore the WAL; nothing created,
+migrated or moved aside), the layout of queue listings (one line per message, then one per
+recipient) and the JSON form scripts read.
+Also: the queue's shape (qshape: waiting recipients by next hop and age) and a message's
+stored bytes (postcat, export as .eml).
+Also: a message's history, from the tracking log.
+Public: read_queue(), read_shadows(), read_message(), read_history(), format_list(),
+format_show(), show_json(), format_shadows(), to_json(), shadows_json(), queue_shape(),
+format_shape(), shape_json(), rfc3339(), json_lines(), AGE_BUCKETS.
+Failures: StorageError, one line, for a missing queue or one that cannot be read.
+Limits: beside a running node what it shows can be a moment old.
+See also: hubd/queue_changes.py (the changes).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage import (
-    HeldShadow,
-    QueuedMessage,
-    QueueReader,
-    Repository,
-    Writer,
-    open_database,
-    open_reader,
-)
+from sqlalchemy.exc import DBAPIError
+
+from hubd.tracking import read_events
+from storage import HeldShadow, QueuedMessage, QueueReader, RecipientState, open_reader
+from storage.errors import StorageError
 from storage.spool import Spool
 
 
@@ -33,6 +37,22 @@ async def read_queue(database: Path, queue_id: str | None = None) -> list[Queued
     engine = open_reader(database)
     try:
         return await QueueReader(engine, Spool(database.with_name("spool"))).list_messages(queue_id)
+    except DBAPIError as error:
+        raise StorageError(f"{database}: cannot read the queue: {error.orig}") from None
+    finally:
+        await engine.dispose()
+
+
+async def read_message(database: Path, queue_id: str) -> bytes | None:
+    """The message with `queue_id` as stored (trace headers and all), or None."""
+    engine = open_reader(database)
+    try:
+        body = await QueueReader(engine, Spool(database.with_name("spool"))).body_of(queue_id)
+        return None if body is None else b"".join(body.chunks())
+    except DBAPIError as error:
+        raise StorageError(f"{database}: cannot read the queue: {error.orig}") from None
+    except FileNotFoundError:  # delivered and its spool file removed while we read
+        return None
     finally:
         await engine.dispose()
 
@@ -42,25 +62,35 @@ async def read_shadows(database: Path) -> list[HeldShadow]:
     engine = open_reader(database)
     try:
         return await QueueReader(engine, Spool(database.with_name("spool"))).shadows()
+    except DBAPIError as error:
+        raise StorageError(f"{database}: cannot read the queue: {error.orig}") from None
     finally:
         await engine.dispose()
 
 
+def rfc3339(timestamp: float) -> str:
+    """A time as scripts read it: RFC 3339 in UTC, to the second."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_lines(items: Iterable[Mapping[str, Any]]) -> str:
+    """One JSON object per line ("" for none)."""
+    return "\n".join(json.dumps(item, ensure_ascii=False) for item in items)
+
+
 def shadows_json(shadows: list[HeldShadow]) -> str:
-    return json.dumps(
-        [
-            {
-                "queue_id": s.queue_id,
-                "peer": s.peer_name,
-                "peer_address": s.peer_address,
-                "peer_incarnation": s.peer_incarnation,
-                "peer_queue_id": s.peer_queue_id,
-                "created_at": _when(s.created_at),
-                "recipients": list(s.recipients),
-            }
-            for s in shadows
-        ],
-        indent=2,
+    """The shadows, one JSON object per line."""
+    return json_lines(
+        {
+            "queue_id": s.queue_id,
+            "peer": s.peer_name,
+            "peer_address": s.peer_address,
+            "peer_incarnation": s.peer_incarnation,
+            "peer_queue_id": s.peer_queue_id,
+            "created_at": rfc3339(s.created_at),
+            "recipients": list(s.recipients),
+        }
+        for s in shadows
     )
 
 
@@ -85,7 +115,7 @@ def _message_dict(message: QueuedMessage) -> dict[str, Any]:
     return {
         "queue_id": message.queue_id,
         "sender": message.sender,
-        "received_at": _when(message.received_at),
+        "received_at": rfc3339(message.received_at),
         "size": message.size,
         "message_id": message.message_id,
         "origin": message.origin,
@@ -97,7 +127,7 @@ def _message_dict(message: QueuedMessage) -> dict[str, Any]:
                 "state": str(r.state),
                 "next_hop": r.next_hop,
                 "attempts": r.attempts,
-                "next_attempt_at": _when(r.next_attempt_at),
+                "next_attempt_at": rfc3339(r.next_attempt_at),
                 "last_error": r.last_error,
             }
             for r in message.recipients
@@ -106,8 +136,8 @@ def _message_dict(message: QueuedMessage) -> dict[str, Any]:
 
 
 def to_json(messages: list[QueuedMessage]) -> str:
-    """The listing as a JSON array (times in UTC, ISO-like)."""
-    return json.dumps([_message_dict(m) for m in messages], indent=2, ensure_ascii=False)
+    """The listing, one JSON object per message and line (times in RFC 3339)."""
+    return json_lines(_message_dict(m) for m in messages)
 
 
 def format_list(messages: list[QueuedMessage]) -> str:
@@ -131,35 +161,74 @@ def format_list(messages: list[QueuedMessage]) -> str:
     return "\n".join(lines)
 
 
-def format_show(message: QueuedMessage) -> str:
-    """Every field of one message."""
+def read_history(tracking: Path, message: QueuedMessage) -> list[dict[str, Any]]:
+    """The message's tracking events (in the logs of the days since it was received)."""
+    first = datetime.fromtimestamp(message.received_at, UTC).date()
+    return [e for e in read_events(tracking, first) if e.get("queue_id") == message.queue_id]
+
+
+def format_show(message: QueuedMessage, history: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Every field of one message, then its history from the tracking log."""
     data = _message_dict(message)
     lines = [f"{key}: {value}" for key, value in data.items() if key != "recipients"]
     for r in data["recipients"]:
         lines.append(f"recipient: {r['address']}")
         lines.extend(f"    {k}: {v}" for k, v in r.items() if k != "address")
+    for event in history:
+        to = ", ".join(event.get("recipients") or [])
+        line = (
+            f"history: {event.get('time')}  {event.get('event')}  {to}  {event.get('reply') or ''}"
+        )
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 
-async def change_message(database: Path, queue_id: str, action: str, now: float) -> int:
-    """retry, suspend, resume or remove one message beside a running node; how many changed.
+def show_json(message: QueuedMessage, history: Sequence[Mapping[str, Any]]) -> str:
+    """One message as one JSON line, its tracking events under "history"."""
+    return json_lines([{**_message_dict(message), "history": list(history)}])
 
-    Writes go through a short-lived writer of their own: SQLite's lock (BEGIN IMMEDIATE)
-    orders them with the node's own commits. A running node sees a retry or resume at its
-    next look at the queue (at most 30 seconds later).
-    """
-    opened = await open_database(database)
-    writer = Writer(opened.write_engine)
-    writer.start()
-    repository = Repository(opened, writer)
-    try:
-        if action == "suspend":
-            return await repository.hold(queue_id)
-        if action in ("retry", "resume"):
-            return await repository.release(queue_id, now)
-        if action == "remove":
-            return int(await repository.remove(queue_id))
-        raise ValueError(f"unknown queue action {action!r}")
-    finally:
-        await writer.stop()
-        await opened.close()
+
+# qshape's buckets: minutes since the message was received, each bucket up to its bound.
+AGE_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+_WAITING = frozenset({RecipientState.PENDING, RecipientState.HELD})
+
+
+def queue_shape(messages: list[QueuedMessage], now: float) -> dict[str, list[int]]:
+    """Waiting (pending or held) recipients per next hop: the total, then a count per age
+    bucket (AGE_BUCKETS, then older), busiest next hop first."""
+    shape: dict[str, list[int]] = {}
+    for message in messages:
+        minutes = max(0.0, now - message.received_at) / 60
+        bucket = bisect.bisect_left(AGE_BUCKETS, minutes)
+        for r in message.recipients:
+            if r.state in _WAITING:
+                row = shape.setdefault(r.next_hop, [0] * (len(AGE_BUCKETS) + 2))
+                row[0] += 1
+                row[bucket + 1] += 1
+    return dict(sorted(shape.items(), key=lambda item: (-item[1][0], item[0])))
+
+
+def _bucket_names() -> list[str]:
+    return [f"{b}m" for b in AGE_BUCKETS] + [f"{AGE_BUCKETS[-1]}m+"]
+
+
+def format_shape(shape: dict[str, list[int]]) -> str:
+    """A qshape table: a next hop per line, the total and each age bucket in columns."""
+    header = ["next hop", "T", *_bucket_names()]
+    total = [sum(column) for column in zip(*shape.values(), strict=True)] if shape else []
+    rows = [[hop, *map(str, counts)] for hop, counts in shape.items()]
+    rows.insert(0, ["TOTAL", *map(str, total or [0] * (len(AGE_BUCKETS) + 2))])
+    width = max(len(r[0]) for r in [header, *rows])
+    lines = []
+    for row in [header, *rows]:
+        lines.append(row[0].ljust(width) + "".join(cell.rjust(7) for cell in row[1:]))
+    return "\n".join(lines)
+
+
+def shape_json(shape: dict[str, list[int]]) -> str:
+    """The shape, one object per next hop and line: total and a count per bucket."""
+    names = _bucket_names()
+    return json_lines(
+        {"next_hop": hop, "total": counts[0], "ages": dict(zip(names, counts[1:], strict=True))}
+        for hop, counts in shape.items()
+    )

@@ -120,6 +120,10 @@ ROUTING_LOOP = Reply(554, "5.4.6", "Too many Received headers: routing loop dete
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing; try again later")
 LOCAL_ERROR_CLOSING = Reply(421, "4.3.0", "Local error in processing; closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again later")
+# Back pressure (hubd/backpressure.py), and a disk that filled anyway; Exchange's text.
+INSUFFICIENT_RESOURCES = Reply(452, "4.3.1", "Insufficient system resources")
+# In the DSN of a message an operator removed (`hubd queue remove --dsn`).
+REMOVED_BY_OPERATOR = Reply(550, "5.0.0", "Removed from the queue by its operator")
 
 # XSHADOW (docs/xshadow.md).
 XSHADOW_NOT_A_PEER = Reply(550, "5.7.1", "XSHADOW is only for peers")

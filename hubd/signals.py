@@ -5,7 +5,10 @@ Owns: the two signals that cross a node's processes: "new work is due for these 
 messages have left" (releases delayed acknowledgements held by acceptors); in one process
 they are plain calls, across processes bytes on pipes the supervisor made and every child
 inherited.
-Public: Signals, LocalSignals, PipeSignals, PipeEnds, read_wakeups(), read_departures().
+Also: the back-pressure level the supervisor measured, one byte per change to each child
+(the last byte read is the level now).
+Public: Signals, LocalSignals, PipeSignals, PipeEnds, read_wakeups(), read_departures(),
+send_pressure(), read_pressure().
 Failures: a full pipe drops a wake-up byte (the reader is already due to wake) but never a
 departure (those are buffered by the transport).
 Limits: a departure line is a queue id; ids are ASCII without spaces by construction.
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hubd.backpressure import Level
 from storage.shards import shard_of
 
 
@@ -135,5 +139,22 @@ def read_departures(fd: int, left: Callable[[list[str]], None]) -> Callable[[], 
         *lines, rest = pending.split(b"\n")
         pending[:] = rest
         left([line.decode("ascii", "replace") for line in lines if line])
+
+    return _watch(fd, got)
+
+
+def send_pressure(fd: int, level: Level) -> None:
+    """Tell one child the node's level (a digit); a full pipe means a child long gone."""
+    with contextlib.suppress(BlockingIOError, BrokenPipeError):
+        os.write(fd, str(int(level)).encode("ascii"))
+
+
+def read_pressure(fd: int, publish: Callable[[Level], None]) -> Callable[[], None]:
+    """Call `publish` with the level the supervisor sent last, whenever it sends one."""
+
+    def got(data: bytes) -> None:
+        last = data[-1:]
+        if last in (b"0", b"1", b"2"):
+            publish(Level(int(last)))
 
     return _watch(fd, got)

@@ -5,7 +5,9 @@ any child starts; binding the listening sockets once (children inherit them, no
 SO_REUSEPORT, so a second node on an address fails instead of sharing it); the pipes
 between children; starting each acceptor and delivery process, restarting one that dies
 after start-up (its leases released and a crash counted for what it held), stopping the
-node when one fails at start-up; the WAL checkpoints; draining every child on SIGTERM.
+node when one fails at start-up; the WAL checkpoints; draining every child on SIGTERM;
+measuring back pressure (free disk, the resident size of all the node's processes, queued
+recipients) and sending each change of level to every child.
 Public: run_node(), Running, Supervisor, Plan, plan_processes(), usable_cores().
 Failures: a child that fails at start-up stops the node (exit 1); StorageError and OSError
 from preparing the queue or binding propagate before any child runs.
@@ -33,12 +35,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hubd.backpressure import Level, Levels
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
 from hubd.node import Node, Role, recover_queue, start_upkeep
+from hubd.pressure import (
+    Gauge,
+    disk_free,
+    on_loop,
+    queued_recipients,
+    resident_size,
+    threaded,
+    thresholds_of,
+)
+from hubd.signals import send_pressure
 from hubd.smtp.shared_counters import counters_file
 from hubd.tracking import Tracker
 from storage import Repository, Writer, open_database
+from storage.errors import is_disk_full, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +124,7 @@ class _Child:
     fds: dict[str, int | list[int]]
     ready_read: int  # the child writes a line here once it accepts or delivers
     ready_write: int
+    pressure_write: int  # the node's back-pressure level goes to the child here
     generation: int = 0
     process: asyncio.subprocess.Process | None = None
     owner: str = ""
@@ -159,6 +174,7 @@ class Supervisor:
         self._children: list[_Child] = []
         self.relay_addresses: list[HostPort] = []
         self._run_id = f"{os.getpid()}-{secrets.token_hex(3)}"
+        self._level = Level.NORMAL
 
     async def run(self, on_ready: Callable[[Running], None]) -> int:
         """Prepare, start every child, supervise until SIGTERM; the node's exit status."""
@@ -185,12 +201,15 @@ class Supervisor:
                     for a, s in zip(config.smtp.listen, sockets, strict=True)
                 ]
                 self._children = self._slots(sockets)
+                gauge = self._gauge(database.path, tracker)
+                group.create_task(gauge.run(), name="back-pressure")
                 for child in self._children:
                     group.create_task(self._keep(child, repository, tracker), name=child.name)
                 if await self._all_ready():
                     self._started = True
                     on_ready(self)
                 await self._stopping.wait()
+                gauge.stop()
                 await self._stop_children()
                 await upkeep.stop()
                 for sock in sockets:
@@ -203,6 +222,34 @@ class Supervisor:
             log.error("%s", self._failed)
             return 1
         return 0
+
+    def _gauge(self, database: Path, tracker: Tracker) -> Gauge:
+        """The node's one measure of its disk, memory and queue (acceptors add their own
+        bytes in flight): cheap reads done once, not once per process."""
+        config = self.config
+        data_dir = config.node.data_dir
+        probes = {
+            "disk_free": on_loop(lambda: disk_free(data_dir)),
+            "memory": on_loop(lambda: resident_size([os.getpid(), *self._child_pids()])),
+            "queued": threaded(lambda: queued_recipients(database)),
+        }
+        thresholds = thresholds_of(config.backpressure)
+        levels = Levels(
+            {k: t for k, t in thresholds.items() if k in probes}, config.backpressure.hysteresis
+        )
+        return Gauge(levels, probes, tracker=tracker, on_change=self._publish)
+
+    def _child_pids(self) -> list[int]:
+        return [
+            c.process.pid
+            for c in self._children
+            if c.process is not None and c.process.returncode is None
+        ]
+
+    def _publish(self, level: Level) -> None:
+        self._level = level
+        for child in self._children:
+            send_pressure(child.pressure_write, level)
 
     def _slots(self, sockets: list[socket.socket]) -> list[_Child]:
         plan = self._plan
@@ -219,7 +266,12 @@ class Supervisor:
         children = []
         for index in range(plan.acceptors):
             role = Role(
-                accept=True, shard=None, shards=plan.deliverers, peers=False, owns_queue=False
+                accept=True,
+                shard=None,
+                shards=plan.deliverers,
+                peers=False,
+                owns_queue=False,
+                acceptors=plan.acceptors,
             )
             fds = {
                 **common,
@@ -227,7 +279,7 @@ class Supervisor:
                 "departures_read": departures[index][0],
                 "counters": counters,
             }
-            child = _Child(f"acceptor-{index}", role, fds, *_ready_pipe())
+            child = _child(f"acceptor-{index}", role, fds)
             child.counters = {"region": index, "regions": plan.acceptors, "key": key}
             children.append(child)
         for shard in range(plan.deliverers):
@@ -239,7 +291,7 @@ class Supervisor:
                 owns_queue=False,
             )
             fds = {**common, "listen": [], "wake_read": wakes[shard][0]}
-            children.append(_Child(f"delivery-{shard}", role, fds, *_ready_pipe()))
+            children.append(_child(f"delivery-{shard}", role, fds))
         return children
 
     async def _all_ready(self) -> bool:
@@ -262,13 +314,7 @@ class Supervisor:
             status = await self._spawn_and_wait(child)
             if self._stopping.is_set():
                 return
-            await recover_queue(
-                repository,
-                tracker,
-                self._run_id,
-                self.config.queue.poison_threshold,
-                dead_run=child.owner,
-            )
+            await self._recover(child, repository, tracker)
             if not self._started:
                 self._failed = f"{child.name} failed at start-up (exit status {status})"
                 self._stopping.set()
@@ -281,10 +327,30 @@ class Supervisor:
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
 
+    async def _recover(self, child: _Child, repository: Repository, tracker: Tracker) -> None:
+        """Release what the dead child held; on a full disk, again each second until it
+        is done (its replacement must not start beside leases nobody will release)."""
+        while True:
+            try:
+                await recover_queue(
+                    repository,
+                    tracker,
+                    self._run_id,
+                    self.config.queue.poison_threshold,
+                    dead_run=child.owner,
+                )
+                return
+            except Exception as error:
+                if not is_disk_full(error) or self._stopping.is_set():
+                    raise
+                log_failure(log, f"releasing what {child.name} held", error)
+            await asyncio.sleep(1.0)
+
     async def _spawn_and_wait(self, child: _Child) -> int:
         child.generation += 1
         child.owner = f"{self._run_id}-{child.name}-{child.generation}"
         child.ready = False
+        send_pressure(child.pressure_write, self._level)  # a new child starts at the level now
         fds = {**child.fds, "ready": child.ready_write}
         spec = {
             "config_path": str(self._config_path),
@@ -346,8 +412,14 @@ class Supervisor:
             await asyncio.wait(pending)
 
 
-def _ready_pipe() -> tuple[int, int]:
-    return _pipe()
+def _child(name: str, role: Role, fds: dict[str, int | list[int]]) -> _Child:
+    """A slot with its own pipes: one to say it is ready, one to hear the pressure level."""
+    ready_read, ready_write = _pipe()
+    pressure_read, pressure_write = _pipe()
+    os.set_inheritable(pressure_write, False)
+    return _Child(
+        name, role, {**fds, "pressure_read": pressure_read}, ready_read, ready_write, pressure_write
+    )
 
 
 def _fd_list(fds: dict[str, int | list[int]]) -> list[int]:

@@ -45,6 +45,7 @@ class TrackingEvent(enum.StrEnum):
     DISCARD = "DISCARD"
     DUPLICATE = "DUPLICATE"
     POISON = "POISON"
+    PRESSURE = "PRESSURE"  # a change of back-pressure level (queue_id empty)
     DOUBLE_BOUNCE = "DOUBLE_BOUNCE"  # mail from <> that failed and could go nowhere: dropped
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from hubd.config import load_config
 from hubd.logs import LogFormat, configure
 from hubd.node import Node, Role
-from hubd.signals import PipeEnds, PipeSignals, read_departures, read_wakeups
+from hubd.signals import PipeEnds, PipeSignals, read_departures, read_pressure, read_wakeups
 from hubd.smtp.shared_counters import SharedCounters
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ async def _serve(spec: dict[str, Any]) -> None:
         counters=counters,
     )
     stops = []
+
+    if fds.get("pressure_read") is not None:
+        stops.append(read_pressure(fds["pressure_read"], node.publish_pressure))
 
     def ready(started: Node) -> None:
         if ends.wake_read is not None:

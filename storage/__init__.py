@@ -3,6 +3,7 @@
 from storage.database import (
     Database,
     attach_database,
+    check_revision,
     open_database,
     open_reader,
     prepare_queue,
@@ -50,6 +51,7 @@ __all__ = [
     "Upkeep",
     "Writer",
     "attach_database",
+    "check_revision",
     "open_database",
     "open_reader",
     "prepare_queue",

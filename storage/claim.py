@@ -37,7 +37,16 @@ _DELIVERED = f"SELECT origin, recipient FROM delivered_origins WHERE origin {IN_
 _NEXT_DUE = f"SELECT min(next_attempt_at) FROM recipients WHERE shard = ? AND {_DUE}"
 
 
-def _claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
+# The same details for the recipients still waiting (pending or held) of one message.
+WAITING_DETAILS = (
+    "SELECT r.id, r.address, r.attempts, r.message, m.queue_id, m.sender, m.received_at,"
+    " m.size, m.message_id, m.origin, m.envid, m.ret, r.notify, r.orcpt, r.delay_notified"
+    " FROM recipients r JOIN messages m ON m.id = r.message"
+    " WHERE r.message = ? AND r.state IN ('PENDING', 'HELD') ORDER BY r.id"
+)
+
+
+def claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
     (rid, address, attempts, message, queue_id, sender, received_at, size, message_id) = row[:9]
     (origin, envid, ret, notify, orcpt, delay_notified) = row[9:]
     return ClaimedRecipient(
@@ -66,7 +75,7 @@ def claim_due(db: sqlite3.Connection, now: float, limit: int, owner: str, shard:
     next_due = None if len(ids) == limit else db.execute(_NEXT_DUE, (shard,)).fetchone()[0]
     if not ids:
         return Claim(next_due=next_due)
-    recipients = tuple(_claimed(row, owner) for row in db.execute(_DETAILS, (ids_param(ids),)))
+    recipients = tuple(claimed(row, owner) for row in db.execute(_DETAILS, (ids_param(ids),)))
     small = {r.message for r in recipients if r.size <= SMALL_BODY}
     bodies = {
         message: StoredBody(data) for message, data in db.execute(_BODIES, (ids_param(small),))

@@ -2,7 +2,8 @@
 
 Owns: the SQLite file of one node (WAL, synchronous=FULL, BEGIN IMMEDIATE for writes), its
 incarnation id, and moving a corrupt file aside.
-Public: prepare_queue(), open_database(), attach_database(), open_reader(), Database.
+Public: prepare_queue(), open_database(), attach_database(), open_reader(), check_revision(),
+Database.
 Failures: SchemaTooNew when the file was written by a newer hubd; a file that fails
 `PRAGMA quick_check`, or that SQLite calls corrupt or not a database (never merely locked),
 is renamed to queue.db.corrupt-<time> and a new queue is created. An older schema is
@@ -246,6 +247,30 @@ async def attach_database(path: Path, *, background_checkpoints: bool = False) -
     incarnation = await asyncio.to_thread(_incarnation, path)
     engine = _write_engine(path, background_checkpoints=background_checkpoints)
     return Database(path, engine, _read_engine(path), incarnation)
+
+
+def check_revision(path: Path) -> None:
+    """Refuse (StorageError) a queue file that is missing or whose schema is not exactly this
+    hubd's: an operator's change to a stopped node's queue never creates or migrates it (the
+    node does that at its next start)."""
+    from storage.migrate import head_revision  # Alembic only for this, as in _create_or_migrate
+
+    if not path.exists():
+        raise StorageError(f"{path}: no queue database here")
+    uri = f"file:{path}?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        conn.close()
+    except sqlite3.Error as error:
+        raise StorageError(f"{path}: not a hubd queue this hubd can change ({error})") from None
+    head = head_revision()
+    if row is None or row[0] != head:
+        found = row[0] if row else "none"
+        raise StorageError(
+            f"{path}: schema revision {found}, this hubd writes {head}: start the node with"
+            " this hubd once (it upgrades the file), or use the hubd that wrote it"
+        )
 
 
 def open_reader(path: Path) -> AsyncEngine:

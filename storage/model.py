@@ -111,6 +111,7 @@ class RecipientOutcome:
     delay_notified: bool = False
     shadow: ShadowRecord | None = None  # with state SHADOWED: the peer now holding it
     final: bool = False  # delivered at its final hop: remember (origin, recipient)
+    counted: bool = True  # False: not an attempt (the node's own disk was full)
 
 
 @dataclass(frozen=True, slots=True)

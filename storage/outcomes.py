@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _UPDATE = (
     "UPDATE recipients SET state = ?, next_hop = ?, shard = ?, last_error = ?,"
-    " attempts = attempts + 1,"
+    " attempts = attempts + ?,"
     " lease_owner = NULL, delay_notified = max(delay_notified, ?),"
     " next_attempt_at = coalesce(?, next_attempt_at), shadow = coalesce(?, shadow)"
     " WHERE id = ? AND lease_owner = ?"
@@ -108,6 +108,7 @@ def _update_row(
         outcome.next_hop,
         shard_of(outcome.next_hop, shards),
         outcome.reply,
+        int(outcome.counted),
         int(outcome.delay_notified),
         outcome.next_attempt_at,
         shadow_id,

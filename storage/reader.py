@@ -41,6 +41,15 @@ class QueueReader:
             return StoredBody(row.data)
         return StoredBody(row.data, self._spool.path(row.spool), row.size - len(row.data))
 
+    async def body_of(self, queue_id: str) -> StoredBody | None:
+        """The stored bytes of a message by its queue id, or None when there is none."""
+        async with self._read.connect() as conn:
+            result = await conn.execute(
+                select(messages.c.id).where(messages.c.queue_id == queue_id)
+            )
+            row = result.first()
+        return None if row is None else await self.load_body(row.id)
+
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""
         async with self._read.connect() as conn:

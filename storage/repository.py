@@ -2,7 +2,7 @@
 
 Owns: every read and write of queue rows; the rule that a message row is deleted only when
 none of its recipients is still pending.
-Public: Repository, Recovery.
+Public: Repository, Recovery, RemovalNotices.
 Failures: storage errors propagate; callers answer SMTP clients with a transient reply.
 Limits: leases name the delivery run that holds them and never expire (a late renewal
 would send a message twice): a run's leases are released at its clean stop, when the
@@ -14,19 +14,29 @@ See also: storage/writer.py (group commit), hubd/delivery/scheduler.py (the call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.engine import Connection
 
-from storage.claim import claim_due
+from storage.claim import WAITING_DETAILS, claim_due, claimed
 from storage.database import Database
 from storage.enqueue import insert_messages
-from storage.model import Claim, NewMessage, RecipientOutcome, RecipientState, Settled
+from storage.model import (
+    Claim,
+    ClaimedRecipient,
+    NewMessage,
+    RecipientOutcome,
+    RecipientState,
+    Settled,
+)
 from storage.outcomes import OutcomeBatch, record_outcomes
 from storage.reader import QueueReader
 from storage.schema import messages, recipients
+from storage.settle import owe_notices
+from storage.spool import Spool, StoredBody
 from storage.sql import driver
 from storage.writer import Writer
 
@@ -100,8 +110,47 @@ def _set_state(
     ).rowcount
 
 
-def _remove(conn: Connection, queue_id: str) -> bool:
-    return conn.execute(delete(messages).where(messages.c.queue_id == queue_id)).rowcount > 0
+_REMOVED = (
+    "SELECT id, upstream, upstream_incarnation, upstream_notified FROM messages WHERE queue_id = ?"
+)
+
+
+_BODY = "SELECT data, spool FROM bodies WHERE message = ?"
+_SHARDS = "SELECT value FROM meta WHERE key = 'shards'"
+
+RemovalNotices = Callable[[Sequence[ClaimedRecipient], StoredBody], Sequence[NewMessage]]
+"""The DSNs owed for a removed message's waiting recipients (and its stored bytes)."""
+
+
+def _queue_notices(db: sqlite3.Connection, pk: int, spool: Spool, notices: RemovalNotices) -> None:
+    waiting = [claimed(row, "") for row in db.execute(WAITING_DETAILS, (pk,))]
+    if not waiting:
+        return
+    data, spooled = db.execute(_BODY, (pk,)).fetchone()
+    body = (
+        StoredBody(data)
+        if not spooled
+        else StoredBody(data, spool.path(spooled), waiting[0].size - len(data))
+    )
+    shards = db.execute(_SHARDS).fetchone()
+    insert_messages(db, notices(waiting, body), int(shards[0]) if shards else 1)
+
+
+def _remove(
+    conn: Connection, queue_id: str, now: float, spool: Spool, notices: RemovalNotices | None
+) -> bool:
+    db = driver(conn)
+    row = db.execute(_REMOVED, (queue_id,)).fetchone()
+    if row is None:
+        return False
+    pk, upstream, incarnation, notified = row
+    if notices is not None:
+        _queue_notices(db, pk, spool, notices)
+    if upstream and not notified:
+        # The upstream keeps a shadow of it until told: without this notice it would
+        # resubmit what the operator removed.
+        owe_notices(db, {(upstream, incarnation): [queue_id]}, now)
+    return conn.execute(delete(messages).where(messages.c.id == pk)).rowcount > 0
 
 
 class Repository(QueueReader):
@@ -209,6 +258,13 @@ class Repository(QueueReader):
             "release", lambda conn: _set_state(conn, queue_id, states, RecipientState.PENDING, now)
         )
 
-    async def remove(self, queue_id: str) -> bool:
-        """Delete a message outright (an operator's decision; no DSN)."""
-        return await self._writer.submit("remove", lambda conn: _remove(conn, queue_id))
+    async def remove(
+        self, queue_id: str, now: float, notices: RemovalNotices | None = None
+    ) -> bool:
+        """Delete a message outright (an operator's decision), recording in the same
+        transaction the discard notice its upstream is owed and, with `notices`, the DSNs
+        it builds for the recipients still waiting."""
+        spool = self.database.spool
+        return await self._writer.submit(
+            "remove", lambda conn: _remove(conn, queue_id, now, spool, notices)
+        )

@@ -3,7 +3,7 @@
 Owns: the rule that a message has left the node when no recipient is pending or held (then
 its upstream is owed a discard notice), and is finished, and deleted, when none is shadowed
 either.
-Public: settle().
+Public: settle(), owe_notices().
 Limits: plain sqlite3 statements inside the caller's write transaction; a whole batch of
 messages takes a fixed handful of statements (notices: a few per upstream).
 """
@@ -36,7 +36,7 @@ _LEFT_SET = frozenset(LEFT_STATES)
 _FINISHED_SET = frozenset(FINISHED_STATES)
 
 
-def _owe_notices(
+def owe_notices(
     db: sqlite3.Connection, owed: dict[tuple[str, str], list[str]], now: float
 ) -> set[str]:
     """Record notices owed to each upstream incarnation; returns the queue ids recorded."""
@@ -77,7 +77,7 @@ def settle(db: sqlite3.Connection, message_ids: Collection[int], now: float) -> 
             notified.append(pk)
     recorded: set[str] = set()
     if notified:
-        recorded = _owe_notices(db, owed, now)
+        recorded = owe_notices(db, owed, now)
         db.execute(_NOTIFIED, (ids_param(notified),))
     finished = [(pk, queue_id) for pk, queue_id, *_ in rows if states[pk] <= _FINISHED_SET]
     if finished:

@@ -21,6 +21,8 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,8 @@ class Upkeep:
                 names = await self._collect()
                 if names:
                     await asyncio.to_thread(self._spool.unlink, names)
-            except (sqlite3.Error, OSError) as error:
-                log.warning("spool clean-up failed: %s", error)
+            except (sqlite3.Error, DBAPIError, OSError) as error:  # a full disk, say
+                log.warning("spool clean-up failed: %s", str(error).splitlines()[0])
 
     async def stop(self) -> None:
         """Finish the round in progress (before the writer it uses stops)."""

@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
+from storage.errors import log_failure
 from storage.sql import driver
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ class Writer:
         try:
             await loop.run_in_executor(self._thread, self._locked_batch, conn, batch)
         except Exception as error:
-            log.exception("commit of %d operations failed", len(batch))
+            log_failure(log, f"commit of {len(batch)} operations", error)
             for op in batch:
                 op.error = op.error or error
         self.batches += 1

@@ -48,6 +48,7 @@ class RecipientResult:
     shadow: ShadowRecord | None = None
     final: bool = False
     duplicate: bool = False  # dropped: this origin key already reached this recipient
+    no_space: bool = False  # our own disk was full: no attempt at all, tried again soon
 
     @property
     def delivered(self) -> bool:

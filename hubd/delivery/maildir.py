@@ -4,7 +4,8 @@ Owns: the mapping of a local part to a safe directory name, and idempotent, dura
 (tmp, fsync, rename into new/, fsync of new/).
 Public: MaildirCourier, mailbox_dirname(), local_part_from_dirname(), maildir_filename(),
 make_maildir(), deliver_file().
-Failures: an OSError becomes a transient 451 4.3.0 result (disk full, permissions).
+Failures: an OSError becomes a transient 451 4.3.0 result (disk full, permissions); a
+full disk is marked `no_space` (no attempt counted) and its partial file is removed.
 Limits: local parts are matched ASCII case-insensitively; the file name derives from the origin
 key and the recipient, so a repeat after a crash, or another copy of the same origin key (an
 upstream resubmitted it), finds the first copy in new/ (or in cur/ as "name:2,") and writes
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from hubd.delivery.courier import DeliveryJob, RecipientResult
 from hubd.queueid import queue_id_time
+from storage.errors import is_disk_full
 
 _PLAIN = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}\Z")  # \Z: "$" would let "bob\n" through
 _ENCODED_PREFIX = "="  # never the first character of a plain name
@@ -92,11 +94,15 @@ def deliver_file(folder: Path, name: str, parts: Iterable[bytes]) -> bool:
     if final.exists() or (folder / "cur" / f"{name}:2,").exists():
         return False
     temporary = folder / "tmp" / name
-    with temporary.open("wb") as handle:
-        for part in parts:
-            handle.write(part)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with temporary.open("wb") as handle:
+            for part in parts:
+                handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a partial copy only takes the space that is short
+        raise
     temporary.rename(final)
     _fsync_dir(folder / "new")
     return True
@@ -129,8 +135,11 @@ class MaildirCourier:
             try:
                 written = deliver_file(folder, name, itertools.chain([trace], job.body.chunks()))
             except OSError as error:
+                full = is_disk_full(error)
                 results.append(
-                    RecipientResult(recipient, 451, f"4.3.0 Mailbox write failed: {error}")
+                    RecipientResult(
+                        recipient, 451, f"4.3.0 Mailbox write failed: {error}", no_space=full
+                    )
                 )
                 continue
             text = "2.0.0 Delivered to mailbox" if written else "2.0.0 Already in mailbox"

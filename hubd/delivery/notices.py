@@ -5,7 +5,7 @@ never a notice to the null sender, one notice per kind per job), marking recipie
 delay warning has gone out, and double bounces (as Postfix does): mail from <> that fails
 goes as a notice to `queue.double_bounce_to`; a double bounce that fails itself, or that
 has nowhere to go, is dropped with a DOUBLE_BOUNCE tracking line and a warning.
-Public: Notifier, Notice.
+Public: Notifier, Notice, notifier_for(), returnable().
 Limits: the DOUBLE_BOUNCE line is written when the failure is decided, just before it is
 committed; a commit that fails retries the recipient and may write it again.
 See also: hubd/dsn.py (the DSN text), delivery/scheduler.py (queues them with the outcomes).
@@ -20,13 +20,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from hubd.config import Config
 from hubd.delivery.courier import RecipientResult
 from hubd.delivery.outcomes import Decision
-from hubd.dsn import Action, DsnRecipient, DsnReport, build_dsn, wants_notice
+from hubd.dsn import MAX_RETURNED_BYTES, Action, DsnRecipient, DsnReport, build_dsn, wants_notice
 from hubd.queueid import new_queue_id
 from hubd.routing import HopKind, NextHop, Router
 from hubd.tracking import Tracker, TrackingEvent
-from storage import ClaimedRecipient, NewMessage, NewRecipient, RecipientState
+from storage import ClaimedRecipient, NewMessage, NewRecipient, RecipientState, StoredBody
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,35 @@ class Notice:
     message: NewMessage
     kind: str  # "failure", "delay", "success", "double-bounce"
     recipients: tuple[str, ...]
+
+
+def returnable(body: StoredBody | None) -> bytes:
+    """What a DSN may return of the message: all of a small one, the start of a big one."""
+    if body is None:
+        return b""
+    if body.spool is None:
+        return body.head
+    return body.prefix(MAX_RETURNED_BYTES + 1)
+
+
+def notifier_for(
+    config: Config,
+    router: Router,
+    incarnation: str,
+    rng: random.Random,
+    tracker: Tracker | None = None,
+) -> Notifier:
+    """The DSN builder of the node `config` describes, for its queue's `incarnation`."""
+    return Notifier(
+        hostname=config.node.hostname,
+        router=router,
+        origin_prefix=f"{config.node.name}.{incarnation}",
+        delay_notice=config.queue.delay_notice.total_seconds(),
+        expiry=config.queue.expiry.total_seconds(),
+        rng=rng,
+        double_bounce_to=config.double_bounce_address,
+        tracker=tracker,
+    )
 
 
 def _remote_host(remote: str) -> str:

@@ -16,6 +16,8 @@ from hubd.routing import HopKind, NextHop
 from hubd.tracking import TrackingEvent
 from storage import RecipientOutcome, RecipientState
 
+NO_SPACE_RETRY = 5.0  # seconds: how soon a delivery that found our disk full is tried again
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -33,6 +35,19 @@ def decide_outcome(
 ) -> Decision:
     """The recipient's new state after this result; `delay_due` marks a delay warning sent."""
     recipient = result.recipient
+    if result.no_space:
+        # Not the recipient's fault nor an attempt: tried again soon, so a disk that gets
+        # space back delivers within seconds, and the retry schedule is not used up.
+        outcome = RecipientOutcome(
+            recipient,
+            RecipientState.PENDING,
+            hop.key,
+            result.reply,
+            now + NO_SPACE_RETRY,
+            delay_due,
+            counted=False,
+        )
+        return Decision(outcome, TrackingEvent.DEFER)
     if result.duplicate:
         outcome = RecipientOutcome(recipient, RecipientState.DELIVERED, hop.key, result.reply)
         return Decision(outcome, TrackingEvent.DUPLICATE)

@@ -19,15 +19,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
-from hubd.delivery.notices import Notifier
+from hubd.delivery.notices import Notifier, returnable
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
-from hubd.dsn import MAX_RETURNED_BYTES
 from hubd.routing import HopKind, NextHop, Router
 from hubd.shadow.client import record_discard
 from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
 from storage import Claim, ClaimedRecipient, Repository, StoredBody
+from storage.errors import is_disk_full, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,8 @@ class _Job:
     reserved: frozenset[tuple[str, str]] = frozenset()
 
 
-def _returnable(body: StoredBody | None) -> bytes:
-    """What a DSN may return of the message: all of a small one, the start of a big one."""
-    if body is None:
-        return b""
-    if body.spool is None:
-        return body.head
-    return body.prefix(MAX_RETURNED_BYTES + 1)
-
-
 IDLE_POLL_SECONDS = 30.0  # upper bound on a sleep, in case a wake-up is ever missed
+STORAGE_RETRY_SECONDS = 1.0  # after a claim or a record that failed (a full disk, say)
 
 
 class Scheduler:
@@ -124,9 +116,10 @@ class Scheduler:
             while not self._stopping:
                 try:
                     claim = await self._claim()
-                except Exception:
-                    log.exception("claiming due work failed")
-                    claim = Claim()
+                except Exception as error:
+                    log_failure(log, "claiming due work", error)
+                    # Soon again, not at the idle poll: space coming back must resume work.
+                    claim = Claim(next_due=self._clock() + STORAGE_RETRY_SECONDS)
                 if claim.recipients:
                     self._dispatch(claim)
                     if claim.next_due is None:
@@ -199,9 +192,9 @@ class Scheduler:
                 if body is None:
                     body = await self._repository.load_body(job.recipients[0].message)
                 results = await self._attempt(job, body)
-            final = await self._record(job.hop, job.recipients[0], body, results)
-        except Exception:
-            log.exception("delivery job for %s failed", job.recipients[0].queue_id)
+            final = await self._record_until_stored(job.hop, job.recipients[0], body, results)
+        except Exception as error:
+            log_failure(log, f"delivery job for {job.recipients[0].queue_id}", error)
         finally:
             # Held until the outcome is committed, so that another copy's check sees it.
             self._final_keys -= job.reserved
@@ -272,6 +265,24 @@ class Scheduler:
             text = f"4.3.0 Local delivery error: {error}"
             return results + [RecipientResult(r, 451, text) for r in to_send]
 
+    async def _record_until_stored(
+        self,
+        hop: NextHop,
+        first: ClaimedRecipient,
+        body: StoredBody | None,
+        results: list[RecipientResult],
+    ) -> set[tuple[str, str]]:
+        """_record(), tried again while the disk is full: what was delivered must be
+        recorded as delivered once space returns, not tried again after a restart."""
+        while True:
+            try:
+                return await self._record(hop, first, body, results)
+            except Exception as error:
+                if self._stopping or not is_disk_full(error):
+                    raise
+                log_failure(log, f"recording the outcome of {first.queue_id}", error)
+            await asyncio.sleep(STORAGE_RETRY_SECONDS)
+
     async def _record(
         self,
         hop: NextHop,
@@ -295,7 +306,7 @@ class Scheduler:
         notices = self._notifier.notices(
             hop=hop,
             first=first,
-            body=_returnable(body),
+            body=returnable(body),
             results=results,
             decisions=decisions,
             now=now,

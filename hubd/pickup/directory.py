@@ -33,6 +33,7 @@ from hubd.pickup.scan import FileSeen, RateBudget, is_candidate, is_ready, queue
 from hubd.routing import Router
 from hubd.tracking import Tracker, TrackingEvent
 from storage import NewMessage, NewRecipient, Repository
+from storage.errors import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ class Pickup:
                 await self._running.wait()
                 try:
                     await self.scan()
-                except Exception:  # the task boundary: log and keep scanning
-                    log.exception("pickup scan failed")
+                except Exception as error:  # the task boundary: log and keep scanning
+                    log_failure(log, "pickup scan", error)
                 self.scans += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self._interval)
@@ -196,8 +197,10 @@ class Pickup:
             return 0
         try:
             next_hops = await self._commit(queue_id, source, seen, result)
-        except Exception:  # a storage error: the file stays for the next scan
-            log.exception("pickup: cannot commit %r; it stays for the next scan", seen.name)
+        except Exception as error:  # a storage error: the file stays for the next scan
+            log_failure(
+                log, f"pickup: committing {seen.name!r} (it stays for the next scan)", error
+            )
             return 0
         # No await from the commit to here: the file goes the moment its message is durable.
         _remove(path)

@@ -18,6 +18,7 @@ import aiosmtplib
 
 from hubd.shadow.client import ShadowClient
 from hubd.tracking import Tracker, TrackingEvent
+from storage.errors import log_failure
 from storage.shadows import ShadowLedger
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ class Heartbeat:
             try:
                 await self.beat_all()
                 await self._expire()
-            except Exception:
-                log.exception("heartbeat round failed")
+            except Exception as error:
+                log_failure(log, "heartbeat round", error)
 
     async def beat_all(self) -> None:
         """One heartbeat to every peer that needs one, concurrently."""

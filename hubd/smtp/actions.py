@@ -116,6 +116,8 @@ class TakenDropped:
 class Failed:
     """The action could not be carried out (a storage fault); logged where it happened."""
 
+    no_space: bool = False  # the disk is full: the client hears 452 4.3.1, not 451 4.3.0
+
 
 Outcome = (
     DataReceived

@@ -36,6 +36,7 @@ from hubd.smtp.actions import (
 )
 from hubd.smtp.message import ReceivedMessage
 from hubd.tracking import Tracker, TrackingEvent
+from storage.errors import is_disk_full, log_failure
 from storage.shadows import AckTooHigh, ShadowLedger
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,9 @@ class Executor:
             return Departed(await self._departures.wait(action.queue_id, action.limit))
         try:
             return await self._shadow(action)
-        except Exception:
-            log.exception("XSHADOW bookkeeping failed for %s", action)
-            return Failed()
+        except Exception as error:
+            log_failure(log, "XSHADOW bookkeeping", error)
+            return Failed(no_space=is_disk_full(error))
 
     async def settle(self, grace: float) -> None:
         """Wait (at most `grace` seconds) until no commit is in flight."""
@@ -105,10 +106,10 @@ class Executor:
             if watch is not None:
                 watch.forget(queue_id)
             raise
-        except Exception:
+        except Exception as error:
             if watch is not None:
                 watch.forget(queue_id)
-            return Failed()  # logged by _commit_done
+            return Failed(no_space=is_disk_full(error))  # logged by _commit_done
         return Committed()
 
     def _commit_done(self, task: asyncio.Task[None]) -> None:
@@ -116,7 +117,7 @@ class Executor:
         if not self._commits:
             self._idle.set()
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("commit failed: %s", task.get_name(), exc_info=error)
+            log_failure(log, task.get_name(), error)
 
     async def _shadow(self, action: RegisterUpstream | ListNotices | DropTaken) -> Outcome:
         ledger = self._ledger

@@ -17,6 +17,7 @@ hubd/smtp/spooling.py (the spool switch).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -24,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hubd import replies
+from hubd.backpressure import Level
 from hubd.config import HostPort
 from hubd.replies import Reply
-from hubd.smtp.actions import Close, Commit, DataReceived, ReceiveData, Step
+from hubd.smtp.actions import Close, Commit, DataReceived, Failed, ReceiveData, Step
 from hubd.smtp.data import DataReader
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import NodeCounters
@@ -34,6 +36,7 @@ from hubd.smtp.policy import ListenerPolicy
 from hubd.smtp.session import Session, TimeoutKind
 from hubd.smtp.spooling import BodyBuffer, SpooledContent
 from storage import Spool
+from storage.errors import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class Inbound:
     rng: random.Random
     spool: Spool | None = None  # where bodies past spool_threshold go (None: held in memory)
     spool_threshold: int = 1 << 20
+    pressure: Callable[[], Level] = lambda: Level.NORMAL  # the node's back-pressure level
+    inflight: int = 0  # bytes of DATA received and not yet committed (or dropped)
     live: set[HubSMTP] = field(default_factory=set)
 
     async def drain(self, grace: float) -> None:
@@ -81,6 +86,7 @@ class HubSMTP(asyncio.StreamReaderProtocol):
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._unread = b""  # bytes after the end of DATA: the client's next commands
+        self._held = 0  # this session's part of inbound.inflight
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -110,6 +116,7 @@ class HubSMTP(asyncio.StreamReaderProtocol):
             counters=self._inbound.counters,
             clock=self._inbound.clock,
             rng=self._inbound.rng,
+            pressure=self._inbound.pressure,
         )
         self._inbound.live.add(self)
         try:
@@ -123,6 +130,7 @@ class HubSMTP(asyncio.StreamReaderProtocol):
             log.exception("inbound session from %s failed", session.client_ip)
             self.close_with(replies.LOCAL_ERROR_CLOSING)
         finally:
+            self._release()
             session.connection_lost()
             self._inbound.live.discard(self)
             self._hang_up()
@@ -156,6 +164,8 @@ class HubSMTP(asyncio.StreamReaderProtocol):
                 next_step = await self._receive_data(session, action)
             else:
                 next_step = session.finish(await self._inbound.executor.run(action))
+                if isinstance(action, Commit):
+                    self._release()  # committed or failed: no longer in flight
 
     async def _receive_data(self, session: Session, action: ReceiveData) -> Step | None:
         """Read the message text; the only place DATA is read."""
@@ -163,6 +173,7 @@ class HubSMTP(asyncio.StreamReaderProtocol):
         inbound = self._inbound
         kept = BodyBuffer(inbound.spool, inbound.spool_threshold)
         limits = self._policy.limits
+        lost: OSError | None = None  # the spool could not take the message (a full disk)
         try:
             async with asyncio.timeout(limits.data_timeout) as whole:
                 # One lazy timer for stalls, not one per chunk.
@@ -173,8 +184,9 @@ class HubSMTP(asyncio.StreamReaderProtocol):
                         content = reader.feed(chunk)
                         if reader.fault is not None:
                             kept.clear()
-                        elif content:
-                            kept.add(content)
+                            self._release()
+                        elif content and lost is None:
+                            lost = self._keep(kept, content)
             self._unread = reader.rest
         except TimeoutError:
             kept.clear()
@@ -182,11 +194,39 @@ class HubSMTP(asyncio.StreamReaderProtocol):
         except BaseException:  # the client went away mid-DATA (or the node stops)
             kept.clear()
             raise
+        if lost is not None:
+            self._release()
+            return session.finish(Failed(no_space=is_disk_full(lost)))
         received = kept.result()
         step = session.finish(DataReceived(reader.summary(), received))
-        if isinstance(received, SpooledContent) and not isinstance(step.action, Commit):
-            received.discard()  # refused: nothing of it is kept
+        if not isinstance(step.action, Commit):
+            self._release()
+            if isinstance(received, SpooledContent):
+                received.discard()  # refused: nothing of it is kept
         return step
+
+    def _keep(self, kept: BodyBuffer, content: bytes) -> OSError | None:
+        """Add DATA to what is kept; the error when the spool cannot take it (the rest of
+        DATA is then read and dropped, and the client told 452 or 451, never 250)."""
+        try:
+            kept.add(content)
+        except OSError as error:
+            log.error("cannot spool a message from %s: %s", self._peer_name(), error)
+            with contextlib.suppress(OSError):
+                kept.clear()
+            return error
+        self._held += len(content)
+        self._inbound.inflight += len(content)
+        return None
+
+    def _release(self) -> None:
+        self._inbound.inflight -= self._held
+        self._held = 0
+
+    def _peer_name(self) -> str:
+        transport = self.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
     async def _read_line(self) -> bytes | _TooLong:
         """One line up to LF; a longer one than the buffer holds is read to its end."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hubd import replies
+from hubd.backpressure import Level, admits
 from hubd.queueid import new_queue_id
 from hubd.replies import Reply
 from hubd.shadow.protocol import Hello
@@ -117,11 +118,18 @@ class Session:
         counters: NodeCounters,
         clock: Callable[[], float],
         rng: random.Random,
+        pressure: Callable[[], Level] = lambda: Level.NORMAL,
     ) -> None:
         self.policy = policy
         self.client_ip = client_ip
         self._client = client_key(client_ip)
         self._trusted = policy.relay.is_trusted(client_ip)
+        # Who still sends at Medium back pressure: trusted networks and shadow peers (and
+        # authenticated users, once AUTH exists), so a cluster drains into itself.
+        self._privileged = self._trusted or (
+            policy.shadow is not None and policy.shadow.is_peer(client_ip)
+        )
+        self._pressure = pressure
         self._counters = counters
         self._counted = False
         self._clock = clock
@@ -227,8 +235,8 @@ class Session:
                 return self._committed(action)
             case AwaitDeparture(), Departed():
                 return self._end_transaction(replies.queued(action.queue_id))
-            case Commit(), Failed():
-                return self._end_transaction(replies.LOCAL_ERROR)
+            case Commit() | ReceiveData(), Failed():
+                return self._end_transaction(_failure_reply(outcome))
             case RegisterUpstream(), UpstreamRegistered():
                 self.upstream = action.upstream
                 assert self.policy.shadow is not None
@@ -282,6 +290,8 @@ class Session:
                 return self._error(refusal)
         if params.size is not None and params.size > self.policy.limits.content.max_message_size:
             return Step(replies.MESSAGE_TOO_BIG)
+        if not self._admitted():
+            return Step(replies.INSUFFICIENT_RESOURCES)
         if not self._trusted and not self._counters.take_message(
             self._client, self._clock(), self.policy.limits.max_messages_per_minute
         ):
@@ -312,6 +322,8 @@ class Session:
             return self._error(replies.NEEDS_SMTPUTF8)
         if len(transaction.recipients) >= self.policy.limits.max_recipients:
             return Step(replies.TOO_MANY_RECIPIENTS)
+        if not self._admitted():  # the level may have risen since MAIL
+            return Step(replies.INSUFFICIENT_RESOURCES)
         verdict = decide_recipient(
             self.policy.relay, mailbox, client_ip=self.client_ip, authenticated=False
         )
@@ -398,6 +410,10 @@ class Session:
         if isinstance(decision, Reply):
             return self._error(decision)
         return self._ask(None, decision)
+
+    def _admitted(self) -> bool:
+        """Whether the node's back-pressure level lets this client send new mail now."""
+        return admits(self._pressure(), privileged=self._privileged)
 
     def _not_implemented(self, argument: str) -> Step:
         return self._error(replies.NOT_IMPLEMENTED)
@@ -526,6 +542,13 @@ class Session:
     def _expect(self, phase: Phase) -> None:
         if self.phase is not phase:
             raise RuntimeError(f"expected phase {phase}, in {self.phase}")
+
+
+def _failure_reply(failed: Outcome) -> Reply:
+    # A full disk is the node's resources, not a fault: 452 4.3.1, as back pressure says.
+    if isinstance(failed, Failed) and failed.no_space:
+        return replies.INSUFFICIENT_RESOURCES
+    return replies.LOCAL_ERROR
 
 
 def _after_keyword(argument: str, keyword: str) -> str | None:

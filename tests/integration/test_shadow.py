@@ -130,7 +130,7 @@ class TestNextHopDies:
             check=True,
             timeout=60,
         )
-        shadows = json.loads(listing.stdout)
+        shadows = [json.loads(line) for line in listing.stdout.splitlines()]
         assert len(shadows) == COUNT
         assert {s["peer"] for s in shadows} == {"b"}
         assert {s["peer_address"] for s in shadows} == {chain.hostport("b")}

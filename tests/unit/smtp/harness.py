@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import random
+from collections.abc import Callable
 from typing import Any
 
+from hubd.backpressure import Level
 from hubd.config import RouteConfig
 from hubd.routing import Router, RouteTable
 from hubd.shadow.protocol import Hello
@@ -79,6 +81,7 @@ def new_session(
     client_ip: str = OUTSIDER_IP,
     counters: LocalCounters | None = None,
     clock: Clock | None = None,
+    pressure: Callable[[], Level] = lambda: Level.NORMAL,
 ) -> Session:
     """A session not yet opened."""
     return Session(
@@ -87,4 +90,5 @@ def new_session(
         counters=counters if counters is not None else LocalCounters(),
         clock=clock or Clock(),
         rng=random.Random(7),
+        pressure=pressure,
     )
