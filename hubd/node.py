@@ -160,6 +160,7 @@ class Node:
         self._runner: asyncio.Task[None] | None = None
         self._core: _Core | None = None
         self._wake: Callable[[], None] = lambda: None
+        self._flush: Callable[[], None] = lambda: None
         self.pickup: Pickup | None = None  # scans the pickup directories (one process)
 
     # -- what tests and the supervisor look at ------------------------------------------
@@ -228,6 +229,10 @@ class Node:
     def wake(self) -> None:
         """New work may be due for this process's delivery shard (from another process)."""
         self._wake()
+
+    def flush(self) -> None:
+        """An operator asked for a retry: try next hops known down again, and look now."""
+        self._flush()
 
     def departed(self, queue_ids: Iterable[str]) -> None:
         """These messages left the node (reported by a delivery process)."""
@@ -300,6 +305,7 @@ class Node:
         stack.push_async_callback(smtp.close)
         scheduler = self._scheduler(core, smtp)
         self._wake = scheduler.wake
+        self._flush = scheduler.flush
         if self._local is not None:
             self._local.on_work = scheduler.wake
         group.create_task(scheduler.run(), name="delivery-scheduler")

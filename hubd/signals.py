@@ -5,7 +5,8 @@ Owns: the two signals that cross a node's processes: "new work is due for these 
 messages have left" (releases delayed acknowledgements held by acceptors); in one process
 they are plain calls, across processes bytes on pipes the supervisor made and every child
 inherited.
-Public: Signals, LocalSignals, PipeSignals, PipeEnds, read_wakeups(), read_departures().
+Public: Signals, LocalSignals, PipeSignals, PipeEnds, read_wakeups(), read_departures(),
+FLUSH (the byte of an operator's retry, which also forgets which hops are down).
 Failures: a full pipe drops a wake-up byte (the reader is already due to wake) but never a
 departure (those are buffered by the transport).
 Limits: a departure line is a queue id; ids are ASCII without spaces by construction.
@@ -121,9 +122,15 @@ def _watch(fd: int, got: Callable[[bytes], None]) -> Callable[[], None]:
     return stop
 
 
-def read_wakeups(fd: int, wake: Callable[[], None]) -> Callable[[], None]:
-    """Call `wake` whenever bytes arrive on `fd`; returns the function that stops it."""
-    return _watch(fd, lambda _data: wake())
+FLUSH = b"F"  # an operator's retry: forget which next hops are down, then look
+
+
+def read_wakeups(
+    fd: int, wake: Callable[[], None], flush: Callable[[], None]
+) -> Callable[[], None]:
+    """Call `wake` whenever bytes arrive on `fd` (`flush` when FLUSH is among them);
+    returns the function that stops it."""
+    return _watch(fd, lambda data: flush() if FLUSH in data else wake())
 
 
 def read_departures(fd: int, left: Callable[[list[str]], None]) -> Callable[[], None]:

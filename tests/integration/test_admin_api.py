@@ -1,0 +1,250 @@
+"""The admin API of a running node (`hubd serve`, several processes): token, health,
+queues and messages as JSON, and every queue operation while the node delivers."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from hubd.testing import NodeProcess, free_loopback_address, maildir_messages, wait_until
+from hubd.testing import write_config as write_toml
+from tests.conftest import merge, node_settings
+
+pytestmark = pytest.mark.integration
+
+
+class _Sink:
+    """An SMTP server standing for the next hop once it comes back; keeps what it got."""
+
+    def __init__(self) -> None:
+        self.received: list[Envelope] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append(envelope)
+        return "250 2.0.0 ok"
+
+
+class Api:
+    """Plain HTTP to a node's admin listener, as any client would speak it."""
+
+    def __init__(self, address: tuple[str, int], token_file: Path) -> None:
+        self.base = f"http://{address[0]}:{address[1]}"
+        self.token_file = token_file
+
+    def call(
+        self, method: str, path: str, *, token: str | None = None, auth: bool = True
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(self.base + path, method=method)
+        if auth:
+            secret = token if token is not None else self.token_file.read_text().strip()
+            request.add_header("Authorization", f"Bearer {secret}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        kind = "json" if body[:1] in (b"{", b"[") else "text"
+        return status, json.loads(body) if kind == "json" else body.decode()
+
+    def get(self, path: str) -> Any:
+        status, body = self.call("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def post(self, path: str) -> Any:
+        status, body = self.call("POST", path)
+        assert status == 200, (path, status, body)
+        return body
+
+
+def _send(relay: tuple[str, int], sender: str, recipient: str, tag: str) -> str:
+    with smtplib.SMTP(*relay, local_hostname="client.test", timeout=10) as client:
+        client.ehlo()
+        client.mail(sender)
+        client.rcpt(recipient)
+        code, reply = client.data(f"Subject: {tag}\r\nMessage-ID: <{tag}@t>\r\n\r\n{tag}\r\n")
+    assert code == 250
+    return reply.decode().split()[1]
+
+
+class LiveNode:
+    """A `hubd serve` of two processes with an admin listener, a local domain, and a route
+    whose next hop (`down`) nothing listens on until a test starts a sink there."""
+
+    def __init__(self, tmp_path: Path, processes: int = 2, **overrides: Any) -> None:
+        host, port = free_loopback_address()
+        self.down = free_loopback_address()
+        admin = free_loopback_address()
+        self.data_dir = tmp_path / "node"
+        settings = merge(
+            node_settings(self.data_dir, "a", host, port),
+            {
+                "local_domains": ["corp.test"],
+                "node": {"processes": processes},
+                "admin": {"listen": f"{admin[0]}:{admin[1]}"},
+                "routes": [
+                    {"domains": ["down.test"], "next_hops": [f"{self.down[0]}:{self.down[1]}"]}
+                ],
+                # Only an operator's retry brings a deferred message back within the test.
+                "queue": {"retry": ["1h"]},
+            },
+        )
+        self.config = write_toml(tmp_path / "a.toml", merge(settings, overrides))
+        self.relay = (host, port)
+        self.process = NodeProcess(self.config, self.relay, tmp_path / "a.log")
+        self.api = Api(admin, self.data_dir / "admin.token")
+
+    def send(self, sender: str, recipient: str, tag: str) -> str:
+        return _send(self.relay, sender, recipient, tag)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveNode]:
+    node = LiveNode(tmp_path)
+    node.process.start()
+    yield node
+    node.process.kill()
+
+
+def _ids(listing: Any) -> set[str]:
+    return {m["queue_id"] for m in listing["messages"]}
+
+
+def _deferred(api: Api, queue_id: str) -> bool:
+    status, body = api.call("GET", f"/queue/messages/{queue_id}")
+    return status == 200 and body["recipients"][0]["attempts"] >= 1
+
+
+class TestAccess:
+    def test_the_token_guards_the_queue_and_not_health(self, live: LiveNode) -> None:
+        """401 without a token or with a wrong one, 200 with admin.token (mode 0600);
+        /healthz and /readyz answer anyone."""
+        token_file = live.data_dir / "admin.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((live.data_dir / "admin.sock").stat().st_mode) == 0o600
+        assert len(token_file.read_text().strip()) >= 32
+        api = live.api
+        status, body = api.call("GET", "/queue/messages", auth=False)
+        assert status == 401
+        assert "bearer token" in body["error"]
+        assert api.call("POST", "/queue/messages/x/retry", auth=False)[0] == 401
+        assert api.call("GET", "/queues", token="wrong")[0] == 401
+        assert api.call("GET", "/queue/messages")[0] == 200
+        assert api.call("GET", "/healthz", auth=False) == (200, {"status": "ok", "node": "a"})
+        assert api.call("GET", "/readyz", auth=False) == (200, {"ready": True})
+
+    def test_the_token_survives_a_restart(self, live: LiveNode) -> None:
+        """The token is made at the first start only: a restarted node keeps it."""
+        before = (live.data_dir / "admin.token").read_text()
+        assert live.process.terminate() == 0
+        assert not (live.data_dir / "admin.sock").exists()
+        live.process.start()
+        assert (live.data_dir / "admin.token").read_text() == before
+        assert live.api.call("GET", "/queues")[0] == 200
+
+    def test_a_remote_listen_address_is_refused(self, tmp_path: Path) -> None:
+        """admin.listen off loopback without allow_remote is a config error (exit 2)."""
+        node = LiveNode(tmp_path, admin={"listen": "0.0.0.0:8025"})
+        for command in (["config", "check"], ["serve"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "hubd", *command, "-c", str(node.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 2, done.stderr
+            assert "admin.allow_remote" in done.stderr
+        assert not (node.data_dir / "queue.db").exists()
+
+
+class TestQueue:
+    def test_listing_filters_and_one_message_with_its_history(self, live: LiveNode) -> None:
+        """Messages for a down hop list by state, next hop, sender, recipient and age;
+        one shows its recipients' state and its tracking history."""
+        api = live.api
+        stuck = live.send("alice@outside.test", "bob@down.test", "stuck")
+        other = live.send("carol@outside.test", "dave@down.test", "other")
+        wait_until(lambda: _deferred(api, stuck) and _deferred(api, other), 15, "attempts")
+
+        assert _ids(api.get("/queue/messages")) == {stuck, other}
+        assert _ids(api.get("/queue/messages?state=pending&next_hop=route:down.test")) == {
+            stuck,
+            other,
+        }
+        assert _ids(api.get("/queue/messages?state=HELD")) == set()
+        assert _ids(api.get("/queue/messages?sender=ALICE@outside.test")) == {stuck}
+        assert _ids(api.get("/queue/messages?recipient=@down.test")) == {stuck, other}
+        assert _ids(api.get("/queue/messages?recipient=dave@down.test")) == {other}
+        assert _ids(api.get("/queue/messages?next_hop=local")) == set()
+        assert _ids(api.get("/queue/messages?newer_than=1h")) == {stuck, other}
+        assert _ids(api.get("/queue/messages?older_than=1h")) == set()
+        assert api.call("GET", "/queue/messages?state=LOST")[0] == 400
+        assert api.call("GET", "/queue/messages?colour=red")[0] == 400
+
+        shown = api.get(f"/queue/messages/{stuck}")
+        assert shown["sender"] == "alice@outside.test"
+        (recipient,) = shown["recipients"]
+        assert recipient["state"] == "PENDING"
+        assert recipient["next_hop"] == "route:down.test"
+        assert recipient["last_error"].startswith("451")
+        events = [e["event"] for e in shown["history"]]
+        assert events[:2] == ["RECEIVE", "DEFER"]
+        assert {e["queue_id"] for e in shown["history"]} == {stuck}
+        assert api.call("GET", "/queue/messages/NOSUCH")[0] == 404
+
+        queues = api.get("/queues")
+        (hop,) = queues["next_hops"]
+        assert (hop["next_hop"], hop["pending"], hop["held"]) == ("route:down.test", 2, 0)
+
+    def test_every_operation_while_the_node_delivers(self, live: LiveNode) -> None:
+        """suspend holds, resume releases, retry delivers at once when the hop is back,
+        remove deletes: while local mail keeps being delivered beside it."""
+        api = live.api
+        mailboxes = live.data_dir / "mailboxes"
+        kept = live.send("alice@outside.test", "bob@down.test", "kept")
+        gone = live.send("alice@outside.test", "eve@down.test", "gone")
+        wait_until(lambda: _deferred(api, kept) and _deferred(api, gone), 15, "attempts")
+
+        assert api.post(f"/queue/messages/{kept}/suspend")["changed"] == 1
+        assert api.get(f"/queue/messages/{kept}")["recipients"][0]["state"] == "HELD"
+        assert _ids(api.get("/queue/messages?state=HELD")) == {kept}
+        assert api.get("/queues")["next_hops"][0]["held"] == 1
+        live.send("alice@outside.test", "u1@corp.test", "local-1")  # delivery goes on
+        wait_until(lambda: len(maildir_messages(mailboxes)) == 1, 15, "a local delivery")
+        assert api.post(f"/queue/messages/{kept}/resume")["changed"] == 1
+        assert api.get(f"/queue/messages/{kept}")["recipients"][0]["state"] == "PENDING"
+
+        assert api.post(f"/queue/messages/{gone}/remove") == {
+            "queue_id": gone,
+            "action": "remove",
+            "changed": 1,
+        }
+        assert api.call("GET", f"/queue/messages/{gone}")[0] == 404
+        assert api.call("POST", f"/queue/messages/{gone}/retry")[0] == 404
+
+        sink = _Sink()
+        controller = Controller(sink, hostname=live.down[0], port=live.down[1])
+        controller.start()
+        try:
+            # The retry schedule says an hour; only the operator's retry sends it now.
+            assert api.post(f"/queue/messages/{kept}/retry")["changed"] == 1
+            wait_until(lambda: len(sink.received) == 1, 15, "the retried message delivered")
+            wait_until(lambda: api.get("/queue/messages")["messages"] == [], 15, "queue empty")
+        finally:
+            controller.stop()
+        assert sink.received[0].rcpt_tos == ["bob@down.test"]
+        live.send("alice@outside.test", "u2@corp.test", "local-2")
+        wait_until(lambda: len(maildir_messages(mailboxes)) == 2, 15, "local delivery")
