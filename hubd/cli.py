@@ -104,7 +104,7 @@ def serve(
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run one node in the foreground; SIGTERM drains and exits 0."""
-    from hubd.supervisor import Running, run_node
+    from hubd.metrics_dir import use_metrics_dir
 
     config = _config_path(config)
     settings = _load(config)
@@ -117,6 +117,9 @@ def serve(
 
     lock = _lock_data_dir(settings.node.data_dir)
     try:
+        use_metrics_dir(settings.node.data_dir)  # before hubd.supervisor imports the metrics
+        from hubd.supervisor import Running, run_node
+
         status = asyncio.run(run_node(settings, config, lock.inheritable(), ready))
     except StorageError as error:
         if debug:

@@ -37,6 +37,7 @@ from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
+from hubd.metrics import observe_commit
 from hubd.pickup import Pickup, PickupLimits, Source
 from hubd.routing import HopKind, Router, RouteTable
 from hubd.routing.mx import MxResolver
@@ -274,7 +275,7 @@ class Node:
             max_age=config.tracking.max_age,
         )
         stack.callback(tracker.close)
-        writer = Writer(database.write_engine, lock=database.write_lock)
+        writer = Writer(database.write_engine, lock=database.write_lock, on_commit=observe_commit)
         core = _Core(
             database=database,
             writer=writer,

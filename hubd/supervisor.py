@@ -38,6 +38,7 @@ from typing import Protocol
 from hubd.admin.server import serving
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
+from hubd.metrics import observe_commit
 from hubd.node import Node, Role, recover_queue, start_upkeep
 from hubd.signals import FLUSH
 from hubd.tracking import Tracker
@@ -181,7 +182,7 @@ class Supervisor:
             config.node.data_dir / "queue.db", shards=self._plan.deliverers, now=self._clock
         )
         # The admin API writes beside the children: it takes turns on the same lock.
-        writer = Writer(database.write_engine, lock=database.write_lock)
+        writer = Writer(database.write_engine, lock=database.write_lock, on_commit=observe_commit)
         tracker = Tracker(config.node.data_dir / "tracking", config.node.name, self._clock)
         try:
             async with asyncio.TaskGroup() as group, serving(config, clock=self._clock) as admin:

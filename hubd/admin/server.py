@@ -1,9 +1,10 @@
 """The admin API's HTTP side: routes, the bearer token, and the sockets it is served on.
 
-Owns: GET /healthz, /readyz, /queues, /queue/messages (filters), /queue/messages/{id}
-(recipients and history); POST /queue/messages/{id}/{retry,suspend,resume,remove}; the
-token check on everything but /metrics, /healthz and /readyz; serving on
-<data_dir>/admin.sock (mode 0600, always) and on `[admin] listen` (when set).
+Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/messages
+(filters), /queue/messages/{id} (recipients and history); POST
+/queue/messages/{id}/{retry,suspend,resume,remove}; the token check on everything but
+/metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600, always) and
+on `[admin] listen` (when set).
 Public: AdminServer, QueueControl, serving(), PUBLIC_PATHS.
 Failures: OSError from start() when a socket cannot be bound (the node does not start);
 requests get JSON errors: 400 bad filter, 401 no or wrong token, 404 no such message,
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hubd.admin.metrics import CONTENT_TYPE, scrape
 from hubd.admin.token import ensure_token
 from hubd.admin.unix import reachable
 from hubd.admin.wire import filter_from_query, message_json, rfc3339
@@ -148,6 +150,7 @@ class AdminServer:
     def _routes(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/queues", self._queues)
         app.router.add_get("/queue/messages", self._messages)
         app.router.add_get("/queue/messages/{queue_id}", self._message)
@@ -179,6 +182,11 @@ class AdminServer:
         if reason is not None:
             return web.json_response({"ready": False, "reason": reason}, status=503)
         return web.json_response({"ready": True})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        reader = self._attached.reader if self._attached is not None else None
+        body = await scrape(reader, self.pressure(), self._clock())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def _not_ready(self) -> str | None:
         if not self._ready:

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client.parser import text_string_to_metric_families
 
+from hubd.dns_server import DnsServer
 from hubd.testing import NodeProcess, free_loopback_address, maildir_messages, wait_until
 from hubd.testing import write_config as write_toml
 from tests.conftest import merge, node_settings
@@ -145,14 +147,20 @@ class TestAccess:
         assert api.call("GET", "/healthz", auth=False) == (200, {"status": "ok", "node": "a"})
         assert api.call("GET", "/readyz", auth=False) == (200, {"ready": True})
 
-    def test_the_token_survives_a_restart(self, live: LiveNode) -> None:
-        """The token is made at the first start only: a restarted node keeps it."""
+    def test_a_restart_keeps_the_token_and_counts_afresh(self, live: LiveNode) -> None:
+        """The token is made at the first start only; the metrics directory is emptied at
+        each start, so counters begin again while the queue's depth stays."""
         before = (live.data_dir / "admin.token").read_text()
+        live.send("alice@outside.test", "bob@down.test", "one")
+        assert _value(_samples(live.api), "hubd_smtp_received_total") == 1
         assert live.process.terminate() == 0
         assert not (live.data_dir / "admin.sock").exists()
         live.process.start()
         assert (live.data_dir / "admin.token").read_text() == before
         assert live.api.call("GET", "/queues")[0] == 200
+        again = _samples(live.api)
+        assert _value(again, "hubd_smtp_received_total") == 0
+        assert _value(again, "hubd_queue_depth", next_hop="route:down.test") == 1
 
     def test_a_remote_listen_address_is_refused(self, tmp_path: Path) -> None:
         """admin.listen off loopback without allow_remote is a config error (exit 2)."""
@@ -248,3 +256,63 @@ class TestQueue:
         assert sink.received[0].rcpt_tos == ["bob@down.test"]
         live.send("alice@outside.test", "u2@corp.test", "local-2")
         wait_until(lambda: len(maildir_messages(mailboxes)) == 2, 15, "local delivery")
+
+
+def _samples(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One scrape of /metrics (no token), parsed by prometheus-client's own parser."""
+    status, text = api.call("GET", "/metrics", auth=False)
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+class TestMetrics:
+    def test_counts_summed_across_processes_and_the_queue_per_hop(
+        self, tmp_path: Path, dns_server: DnsServer
+    ) -> None:
+        """Received and delivered (counted in the acceptor and the delivery process),
+        deferred, failed, the DSN, an NXDOMAIN, the queue depth of a down hop, the
+        oldest message's age and the commit histograms match what the test sent."""
+        node = LiveNode(tmp_path, dns={"nameservers": [dns_server.address], "timeout": "2s"})
+        node.process.start()
+        try:
+            api = node.api
+            down = [node.send("alice@outside.test", f"d{i}@down.test", f"d{i}") for i in range(3)]
+            for i in range(4):
+                node.send("alice@outside.test", f"u{i}@corp.test", f"u{i}")
+            # No such domain: 550 5.1.2, and a DSN back to the local sender.
+            node.send("alice@corp.test", "x@nowhere.test", "nx")
+            mailboxes = node.data_dir / "mailboxes"
+            wait_until(lambda: len(maildir_messages(mailboxes)) == 5, 15, "local deliveries")
+            wait_until(lambda: all(_deferred(api, q) for q in down), 15, "down hop tried")
+
+            samples = _samples(api)
+            assert _value(samples, "hubd_smtp_received_total") == 8
+            assert _value(samples, "hubd_delivery_delivered_total", via="local") == 5
+            assert _value(samples, "hubd_delivery_deferred_total") == 3
+            assert _value(samples, "hubd_delivery_failed_total") == 1
+            assert _value(samples, "hubd_dsn_generated_total", kind="failure") == 1
+            assert _value(samples, "hubd_dns_failures_total", kind="nxdomain", rdtype="MX") == 1
+            assert _value(samples, "hubd_queue_depth", next_hop="route:down.test") == 3
+            assert [k for k in samples if k[0] == "hubd_queue_depth"] == [
+                ("hubd_queue_depth", (("next_hop", "route:down.test"),))
+            ]
+            assert 0 < _value(samples, "hubd_queue_oldest_message_age_seconds") < 60
+            assert _value(samples, "hubd_shadow_held") == 0
+            assert _value(samples, "hubd_backpressure_level") == 0
+            commits = _value(samples, "hubd_storage_commit_seconds_count")
+            assert commits >= 8
+            assert _value(samples, "hubd_storage_commit_operations_count") == commits
+            assert _value(samples, "hubd_storage_commit_operations_sum") >= 8 + 9
+            assert _value(samples, "hubd_storage_lock_wait_seconds_count") == commits
+            assert _value(samples, "hubd_storage_lock_wait_seconds_bucket", le="+Inf") == commits
+            assert _value(samples, "hubd_storage_operations_total", kind="enqueue") >= 8
+        finally:
+            node.process.kill()
