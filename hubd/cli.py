@@ -12,8 +12,9 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -22,10 +23,14 @@ from hubd.errors import ConfigError, StorageError
 from hubd.logs import LogFormat, LogLevel, configure
 
 if TYPE_CHECKING:
+    from hubd.admin.client import AdminClient
+    from hubd.admin.filters import QueueFilter
     from hubd.bench.settings import CompareSettings
     from hubd.cluster.layout import Layout
     from hubd.datadir import DataDirLock
     from hubd.tracking_query import GroupKey
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="hubd: an SMTP hub transport that loses no mail.",
@@ -380,15 +385,83 @@ app.add_typer(queue_app, name="queue")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def _on_node(settings: Config, ask: Callable[[AdminClient], Awaitable[T]]) -> T | None:
+    """The running node's answer over <data_dir>/admin.sock, or None when no node answers:
+    the command then works on the file itself."""
+    from hubd.admin.client import AdminError, NodeNotRunning, ask_node
+
+    try:
+        return ask_node(settings.node.data_dir / "admin.sock", settings.admin_token_file, ask)
+    except NodeNotRunning:
+        return None
+    except AdminError as error:
+        raise _fail(str(error), 1) from None
+
+
+def _queue_filter(
+    *,
+    states: list[str],
+    next_hop: str | None,
+    sender: str | None,
+    recipient: str | None,
+    older_than: str | None,
+    newer_than: str | None,
+) -> QueueFilter:
+    from hubd.admin.filters import QueueFilter
+
+    def seconds(option: str, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
+
+    try:
+        return QueueFilter.build(
+            states=states,
+            next_hop=next_hop,
+            sender=sender,
+            recipient=recipient,
+            older_than=seconds("--older-than", older_than),
+            newer_than=seconds("--newer-than", newer_than),
+        )
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+
+
 @queue_app.command("list")
 def queue_list(
+    *,
     config: ConfigOption = None,
     as_json: JsonOption = False,
     shadows: Annotated[bool, typer.Option("--shadows", help="The shadows held instead.")] = False,
+    states: Annotated[
+        list[str], typer.Option("--state", help="PENDING, HELD, SHADOWED, ... (repeat).")
+    ] = [],  # noqa: B006 (typer needs a literal default)
+    next_hop: Annotated[
+        str | None, typer.Option("--hop", help="Next hop, as listed (route:corp.test).")
+    ] = None,
+    sender: Annotated[
+        str | None, typer.Option(help="Envelope sender, @domain, or <> for none.")
+    ] = None,
+    recipient: Annotated[str | None, typer.Option(help="A recipient, or @domain.")] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Received longer ago than this (1h, 2d).")
+    ] = None,
+    newer_than: Annotated[str | None, typer.Option(help="Received within this.")] = None,
 ) -> None:
     """Every queued message with its recipients' state, next hop and last error."""
     from hubd import queue_report
 
+    selected = _queue_filter(
+        states=states,
+        next_hop=next_hop,
+        sender=sender,
+        recipient=recipient,
+        older_than=older_than,
+        newer_than=newer_than,
+    )
     settings = _load(config)
     database = settings.node.data_dir / "queue.db"
     try:
@@ -398,7 +471,9 @@ def queue_list(
                 queue_report.shadows_json(held) if as_json else queue_report.format_shadows(held)
             )
             return
-        messages = asyncio.run(queue_report.read_queue(database))
+        messages = _on_node(settings, lambda node: node.list_messages(selected))
+        if messages is None:
+            messages = selected.select(asyncio.run(queue_report.read_queue(database)), time.time())
     except StorageError as error:
         raise _fail(str(error), 1) from None
     typer.echo(queue_report.to_json(messages) if as_json else queue_report.format_list(messages))
@@ -414,8 +489,13 @@ def queue_show(
     from hubd.queue_report import format_show, read_queue, to_json
 
     settings = _load(config)
+    found = _on_node(settings, lambda node: node.show(queue_id))
     try:
-        messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
+        messages = (
+            [found]
+            if found is not None
+            else asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
+        )
     except StorageError as error:
         raise _fail(str(error), 1) from None
     if not messages:
@@ -608,10 +688,12 @@ def _change(config: Path | None, queue_id: str, action: str) -> None:
     from hubd.queue_report import change_message
 
     settings = _load(config)
+    changed = _on_node(settings, lambda node: node.change(queue_id, action))
     try:
-        changed = asyncio.run(
-            change_message(settings.node.data_dir / "queue.db", queue_id, action, time.time())
-        )
+        if changed is None:
+            changed = asyncio.run(
+                change_message(settings.node.data_dir / "queue.db", queue_id, action, time.time())
+            )
     except StorageError as error:
         raise _fail(str(error), 1) from None
     if not changed:

@@ -316,3 +316,86 @@ class TestMetrics:
             assert _value(samples, "hubd_storage_operations_total", kind="enqueue") >= 8
         finally:
             node.process.kill()
+
+
+def _hubd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubd", "queue", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _listed(config: Path, *filters: str) -> set[str]:
+    done = _hubd(config, "list", "--json", *filters)
+    assert done.returncode == 0, done.stderr
+    return {m["queue_id"] for m in json.loads(done.stdout)}
+
+
+def _through_api(node: LiveNode, action: str, queue_id: str) -> bool:
+    """Whether the node's own log shows the change made through its admin API."""
+    return f"admin API: {action} {queue_id}" in node.process.log.read_text()
+
+
+class TestQueueCommands:
+    def test_every_command_goes_through_a_running_node(self, tmp_path: Path) -> None:
+        """hubd queue list/show/suspend/resume/retry/remove on a live node of one process
+        ask it over admin.sock (its log says so; a retry flushes the down hop, which only
+        the node can do), and read the file once it is gone, a killed node's socket too."""
+        node = LiveNode(tmp_path, processes=1)
+        node.process.start()
+        config = node.config
+        try:
+            kept = node.send("alice@outside.test", "bob@down.test", "kept")
+            gone = node.send("carol@outside.test", "eve@down.test", "gone")
+            wait_until(lambda: _deferred(node.api, kept) and _deferred(node.api, gone), 15, "tries")
+
+            assert _listed(config) == {kept, gone}
+            assert _listed(config, "--sender", "carol@outside.test") == {gone}
+            assert _listed(config, "--state", "HELD") == set()
+            assert _listed(config, "--hop", "route:down.test", "--newer-than", "1h") == {kept, gone}
+            assert _listed(config, "--older-than", "1h") == set()
+            assert _hubd(config, "list", "--state", "LOST").returncode == 2
+            shown = _hubd(config, "show", kept)
+            assert shown.returncode == 0
+            assert "bob@down.test" in shown.stdout
+            assert "state: PENDING" in shown.stdout
+            missing = _hubd(config, "show", "NOSUCH")
+            assert (missing.returncode, missing.stderr) == (
+                1,
+                "hubd: no message NOSUCH in the queue\n",
+            )
+
+            done = _hubd(config, "suspend", kept)
+            assert (done.returncode, done.stdout) == (0, f"{kept}: suspend (1 recipient(s))\n")
+            assert _through_api(node, "suspend", kept)
+            assert _listed(config, "--state", "HELD") == {kept}
+            assert _hubd(config, "resume", kept).returncode == 0
+            assert _through_api(node, "resume", kept)
+            assert _hubd(config, "remove", gone).stdout == f"{gone}: removed\n"
+            assert _through_api(node, "remove", gone)
+            assert _hubd(config, "remove", gone).returncode == 1
+
+            sink = _Sink()
+            controller = Controller(sink, hostname=node.down[0], port=node.down[1])
+            controller.start()
+            try:
+                assert _hubd(config, "retry", kept).returncode == 0
+                wait_until(lambda: len(sink.received) == 1, 15, "the retried message delivered")
+            finally:
+                controller.stop()
+            assert _through_api(node, "retry", kept)
+            wait_until(lambda: _listed(config) == set(), 15, "an empty queue")
+
+            held = node.send("alice@outside.test", "bob@down.test", "after")
+            wait_until(lambda: _deferred(node.api, held), 15, "an attempt")
+        finally:
+            node.process.kill()
+        # A killed node left admin.sock behind: nothing answers there, so the file is read.
+        assert (node.data_dir / "admin.sock").exists()
+        assert _listed(config) == {held}
+        done = _hubd(config, "suspend", held)
+        assert done.returncode == 0, done.stderr
+        assert _listed(config, "--state", "HELD") == {held}
