@@ -6,7 +6,7 @@ this process's memory elsewhere), and the gauges read from the queue at scrape t
 `hubd_queue_depth{next_hop}`, `hubd_queue_oldest_message_age_seconds`,
 `hubd_shadow_held`, `hubd_shadow_notices_owed`, `hubd_backpressure_level`, and the queue's
 durable commit counters (`hubd_storage_commits_total{kind}`, `..._operations_total`).
-Public: scrape(), queue_families(), Snapshot, CONTENT_TYPE.
+Public: scrape(), queue_families(), level_family(), Snapshot, CONTENT_TYPE.
 Limits: a state read from the database is exact for the whole node whatever process
 changed it, where a gauge kept by each process would need summing rules; events are
 counted where they happen, since the queue keeps no record of most of them.
@@ -53,9 +53,13 @@ def _stat_family(name: str, text: str, prefix: str, stats: Mapping[str, int]) ->
     return family
 
 
-def queue_families(
-    depths: QueueDepths, stats: Mapping[str, int], level: int, now: float
-) -> list[Metric]:
+def level_family(level: int) -> Metric:
+    return GaugeMetricFamily(
+        "hubd_backpressure_level", "Back-pressure level: 0 Normal, 1 Medium, 2 High.", value=level
+    )
+
+
+def queue_families(depths: QueueDepths, stats: Mapping[str, int], now: float) -> list[Metric]:
     """The gauges of one look at the queue, and its durable commit counters."""
     depth = GaugeMetricFamily(
         "hubd_queue_depth",
@@ -82,11 +86,6 @@ def queue_families(
             "Discard notices owed to upstream peers, not yet fetched.",
             value=depths.notices_owed,
         ),
-        GaugeMetricFamily(
-            "hubd_backpressure_level",
-            "Back-pressure level: 0 Normal, 1 Medium, 2 High.",
-            value=level,
-        ),
         _stat_family(
             "hubd_storage_commits",
             "Commits that held work of each kind, since the queue was made.",
@@ -106,8 +105,10 @@ async def scrape(reader: QueueReader | None, level: int, now: float) -> bytes:
     """The text of one /metrics answer (the queue's gauges once the queue is open)."""
     registry = CollectorRegistry()
     registry.register(_events())
+    families = [level_family(level)]
     if reader is not None:
         depths, stats = await reader.depths(), await reader.stats()
-        registry.register(Snapshot(queue_families(depths, stats, level, now)))
+        families += queue_families(depths, stats, now)
+    registry.register(Snapshot(families))
     # Reading every process's files is blocking I/O: not on the event loop.
     return await asyncio.to_thread(generate_latest, registry)

@@ -8,6 +8,7 @@ import smtplib
 import stat
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -219,19 +220,25 @@ class TestQueue:
 
     def test_every_operation_while_the_node_delivers(self, live: LiveNode) -> None:
         """suspend holds, resume releases, retry delivers at once when the hop is back,
-        remove deletes: while local mail keeps being delivered beside it."""
+        remove deletes: while a client keeps sending local mail, all of it delivered."""
         api = live.api
         mailboxes = live.data_dir / "mailboxes"
         kept = live.send("alice@outside.test", "bob@down.test", "kept")
         gone = live.send("alice@outside.test", "eve@down.test", "gone")
         wait_until(lambda: _deferred(api, kept) and _deferred(api, gone), 15, "attempts")
+        load = 40
+        sender = threading.Thread(
+            target=lambda: [
+                live.send("alice@outside.test", f"u{i}@corp.test", f"load{i}") for i in range(load)
+            ]
+        )
+        sender.start()
 
         assert api.post(f"/queue/messages/{kept}/suspend")["changed"] == 1
         assert api.get(f"/queue/messages/{kept}")["recipients"][0]["state"] == "HELD"
         assert _ids(api.get("/queue/messages?state=HELD")) == {kept}
-        assert api.get("/queues")["next_hops"][0]["held"] == 1
-        live.send("alice@outside.test", "u1@corp.test", "local-1")  # delivery goes on
-        wait_until(lambda: len(maildir_messages(mailboxes)) == 1, 15, "a local delivery")
+        hops = {h["next_hop"]: h for h in api.get("/queues")["next_hops"]}
+        assert (hops["route:down.test"]["pending"], hops["route:down.test"]["held"]) == (1, 1)
         assert api.post(f"/queue/messages/{kept}/resume")["changed"] == 1
         assert api.get(f"/queue/messages/{kept}")["recipients"][0]["state"] == "PENDING"
 
@@ -250,12 +257,12 @@ class TestQueue:
             # The retry schedule says an hour; only the operator's retry sends it now.
             assert api.post(f"/queue/messages/{kept}/retry")["changed"] == 1
             wait_until(lambda: len(sink.received) == 1, 15, "the retried message delivered")
-            wait_until(lambda: api.get("/queue/messages")["messages"] == [], 15, "queue empty")
         finally:
             controller.stop()
         assert sink.received[0].rcpt_tos == ["bob@down.test"]
-        live.send("alice@outside.test", "u2@corp.test", "local-2")
-        wait_until(lambda: len(maildir_messages(mailboxes)) == 2, 15, "local delivery")
+        sender.join(60)
+        wait_until(lambda: len(maildir_messages(mailboxes)) == load, 15, "every local delivery")
+        wait_until(lambda: api.get("/queue/messages")["messages"] == [], 15, "an empty queue")
 
 
 def _samples(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubd.admin.metrics import Snapshot, queue_families
+from hubd.admin.metrics import Snapshot, level_family, queue_families
 from hubd.metrics import count_event
 from hubd.tracking import TrackingEvent
 from storage.reader import HopDepth, QueueDepths
@@ -43,7 +43,7 @@ class TestQueueFamilies:
         )
         stats = {"commits:enqueue": 7, "ops:enqueue": 20, "lock_wait_us_le:100": 3}
         registry = CollectorRegistry()
-        registry.register(Snapshot(queue_families(depths, stats, 2, now=1000.0)))
+        registry.register(Snapshot([*queue_families(depths, stats, now=1000.0), level_family(2)]))
         samples = {
             (s.name, tuple(s.labels.items())): s.value
             for family in text_string_to_metric_families(generate_latest(registry).decode())
@@ -62,6 +62,6 @@ class TestQueueFamilies:
 
     def test_an_empty_queue_is_age_zero(self) -> None:
         """No message waiting: no depth samples, and an oldest age of 0."""
-        (depth, oldest, *_rest) = queue_families(QueueDepths((), 0, 0), {}, 0, now=1000.0)
+        (depth, oldest, *_rest) = queue_families(QueueDepths((), 0, 0), {}, now=1000.0)
         assert depth.samples == []
         assert oldest.samples[0].value == 0.0
