@@ -688,7 +688,10 @@ def _change(config: Path | None, queue_id: str, action: str) -> None:
     from hubd.queue_report import change_message
 
     settings = _load(config)
-    changed = _on_node(settings, lambda node: node.change(queue_id, action))
+    from hubd.admin.wire import Selection
+
+    on_node = _on_node(settings, lambda node: node.change(action, Selection((queue_id,))))
+    changed = on_node.get(queue_id, 0) if on_node is not None else None
     try:
         if changed is None:
             changed = asyncio.run(

@@ -21,7 +21,7 @@ import aiohttp
 from hubd.admin.filters import QueueFilter
 from hubd.admin.token import read_token
 from hubd.admin.unix import reachable
-from hubd.admin.wire import filter_query, message_from_json
+from hubd.admin.wire import Selection, filter_query, message_from_json, selection_json
 from storage import QueuedMessage
 
 T = TypeVar("T")
@@ -44,11 +44,15 @@ class AdminClient:
         self._headers = {"Authorization": f"Bearer {token}"}
 
     async def _call(
-        self, method: str, path: str, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         try:
             async with self._session.request(
-                method, f"http://hubd{path}", params=params, headers=self._headers
+                method, f"http://hubd{path}", params=params, json=json, headers=self._headers
             ) as response:
                 body = await response.json(content_type=None)
         except aiohttp.ClientConnectorError as error:
@@ -72,10 +76,11 @@ class AdminClient:
     async def show(self, queue_id: str) -> QueuedMessage:
         return message_from_json(await self._call("GET", f"/queue/messages/{queue_id}"))
 
-    async def change(self, queue_id: str, action: str) -> int:
-        """retry, suspend, resume or remove; how many recipients changed."""
-        answer = await self._call("POST", f"/queue/messages/{queue_id}/{action}")
-        return int(answer["changed"])
+    async def change(self, action: str, selection: Selection) -> dict[str, int]:
+        """retry, suspend, resume or remove the messages selected; what changed per queue id
+        (recipients; 1 for a removed message; 0: nothing to change, or no such message)."""
+        answer = await self._call("POST", f"/queue/{action}", json=selection_json(selection))
+        return {str(k): int(v) for k, v in answer["changed"].items()}
 
 
 async def _ask(socket: Path, token_file: Path, ask: Callable[[AdminClient], Awaitable[T]]) -> T:

@@ -2,7 +2,8 @@
 
 Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/messages
 (filters), /queue/messages/{id} (recipients and history); POST
-/queue/messages/{id}/{retry,suspend,resume,remove}; the token check on everything but
+/queue/messages/{id}/{action} and /queue/{action} (several ids, a next hop, or all; the
+action one of retry, suspend, resume, remove); the token check on everything but
 /metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600, always) and
 on `[admin] listen` (when set).
 Public: AdminServer, QueueControl, serving(), PUBLIC_PATHS.
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hubd.admin.metrics import CONTENT_TYPE, scrape
 from hubd.admin.token import ensure_token
 from hubd.admin.unix import reachable
-from hubd.admin.wire import filter_from_query, message_json, rfc3339
+from hubd.admin.wire import filter_from_query, message_json, rfc3339, selection_from_json
 from hubd.config import Config
 from storage import QueueReader, Spool, open_reader
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 ACTIONS = ("retry", "suspend", "resume", "remove")
+CHUNK = 1000  # messages of a bulk change in the writer at a time
 SOCKET_MODE = 0o600
 # The back-pressure level at which the node is not ready (hubd/backpressure.py's Level.HIGH).
 HIGH = 2
@@ -155,6 +157,7 @@ class AdminServer:
         app.router.add_get("/queue/messages", self._messages)
         app.router.add_get("/queue/messages/{queue_id}", self._message)
         app.router.add_post("/queue/messages/{queue_id}/{action}", self._change)
+        app.router.add_post("/queue/{action}", self._change_many)
 
     @web.middleware
     async def _authorise(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -262,13 +265,54 @@ class AdminServer:
         log.info("admin API: %s %s (%d changed)", action, queue_id, changed)
         return web.json_response({"queue_id": queue_id, "action": action, "changed": changed})
 
+    async def _change_many(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            return _error(404, f"no action {action!r} (known: {', '.join(ACTIONS)})")
+        try:
+            wanted = selection_from_json(await request.json())
+        except ValueError as error:  # not JSON, or not the object it should be
+            return _error(400, f"the body: {error}")
+        queue = self._queue()
+        queue_ids = list(wanted.queue_ids)
+        if wanted.next_hop is not None or wanted.every:
+            queue_ids += [
+                m.queue_id
+                for m in await queue.reader.list_messages()
+                if wanted.every or any(r.next_hop == wanted.next_hop for r in m.recipients)
+            ]
+        try:
+            changed = await _apply_many(queue.control, action, queue_ids, self._clock())
+        except RuntimeError:  # the writer stopped: the node is going down
+            return _error(503, "the node is stopping")
+        if action in ("retry", "resume") and any(changed.values()):
+            queue.flush()
+        named = " ".join(list(changed)[:20]) + (" ..." if len(changed) > 20 else "")
+        log.info("admin API: %s %s (%d changed)", action, named, sum(changed.values()))
+        return web.json_response({"action": action, "changed": changed})
+
 
 async def _apply(control: QueueControl, queue_id: str, action: str, now: float) -> int:
+    """One message changed; how many of its recipients (remove: 1, the message)."""
     if action == "suspend":
         return await control.hold(queue_id)
     if action == "remove":
         return int(await control.remove(queue_id))
     return await control.release(queue_id, now)
+
+
+async def _apply_many(
+    control: QueueControl, action: str, queue_ids: list[str], now: float
+) -> dict[str, int]:
+    """Each message changed, at most CHUNK in the writer at a time (a change of the whole
+    queue commits in steps); what changed per queue id (0: nothing, or no such message)."""
+    unique = list(dict.fromkeys(queue_ids))
+    changed: dict[str, int] = {}
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        counts = await asyncio.gather(*(_apply(control, q, action, now) for q in chunk))
+        changed.update(zip(chunk, counts, strict=True))
+    return changed
 
 
 @contextlib.asynccontextmanager

@@ -1,15 +1,17 @@
 """The JSON forms the admin API speaks: queued messages, and listing filters as a query.
 
 Owns: a QueuedMessage as a JSON object and back (times in RFC 3339, UTC, to the
-microsecond, so the CLI prints what it would print from the file), and a QueueFilter as
-URL query parameters and back.
-Public: message_json(), message_from_json(), filter_query(), filter_from_query(), rfc3339().
-Failures: filter_from_query() raises ValueError naming the bad parameter.
+microsecond, so the CLI prints what it would print from the file), a QueueFilter as URL
+query parameters and back, and the messages a bulk change names as its JSON body.
+Public: message_json(), message_from_json(), filter_query(), filter_from_query(), rfc3339(),
+Selection, selection_json(), selection_from_json().
+Failures: filter_from_query() and selection_from_json() raise ValueError naming what is bad.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,6 +96,45 @@ def filter_query(selected: QueueFilter) -> dict[str, str]:
     if selected.newer_than is not None:
         query["newer_than"] = _seconds(selected.newer_than)
     return query
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The messages a bulk change names: ids, those with a recipient for a next hop, all."""
+
+    queue_ids: tuple[str, ...] = ()
+    next_hop: str | None = None
+    every: bool = False
+
+
+def selection_json(selection: Selection) -> dict[str, Any]:
+    """The body of POST /queue/{action}."""
+    return {
+        "queue_ids": list(selection.queue_ids),
+        "next_hop": selection.next_hop,
+        "all": selection.every,
+    }
+
+
+def selection_from_json(data: object) -> Selection:
+    """What a POST /queue/{action} body asks for; ValueError says what is wrong with it."""
+    if not isinstance(data, dict):
+        raise ValueError("expected an object with queue_ids, next_hop or all")
+    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all"})
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}")
+    ids = data.get("queue_ids", [])
+    hop = data.get("next_hop")
+    every = data.get("all", False)
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError("queue_ids: expected a list of queue ids")
+    if hop is not None and not isinstance(hop, str):
+        raise ValueError("next_hop: expected a string")
+    if not isinstance(every, bool):
+        raise ValueError("all: expected true or false")
+    if not ids and hop is None and not every:
+        raise ValueError("name queue_ids, a next_hop, or all")
+    return Selection(tuple(ids), hop, every)
 
 
 def _duration(query: Mapping[str, str], key: str) -> float | None:

@@ -47,9 +47,17 @@ class Api:
         self.token_file = token_file
 
     def call(
-        self, method: str, path: str, *, token: str | None = None, auth: bool = True
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        auth: bool = True,
+        body: object = None,
     ) -> tuple[int, Any]:
-        request = urllib.request.Request(self.base + path, method=method)
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
         if auth:
             secret = token if token is not None else self.token_file.read_text().strip()
             request.add_header("Authorization", f"Bearer {secret}")
@@ -66,10 +74,10 @@ class Api:
         assert status == 200, (path, status, body)
         return body
 
-    def post(self, path: str) -> Any:
-        status, body = self.call("POST", path)
-        assert status == 200, (path, status, body)
-        return body
+    def post(self, path: str, body: object = None) -> Any:
+        status, answer = self.call("POST", path, body=body)
+        assert status == 200, (path, status, answer)
+        return answer
 
 
 def _send(relay: tuple[str, int], sender: str, recipient: str, tag: str) -> str:
@@ -241,6 +249,16 @@ class TestQueue:
         assert (hops["route:down.test"]["pending"], hops["route:down.test"]["held"]) == (1, 1)
         assert api.post(f"/queue/messages/{kept}/resume")["changed"] == 1
         assert api.get(f"/queue/messages/{kept}")["recipients"][0]["state"] == "PENDING"
+        # Bulk: every message with a recipient for the hop, then the whole queue.
+        by_hop = api.post("/queue/suspend", {"next_hop": "route:down.test"})
+        assert by_hop == {"action": "suspend", "changed": {kept: 1, gone: 1}}
+        everything = api.post("/queue/resume", {"all": True, "queue_ids": ["NOSUCH"]})
+        changed = everything["changed"]  # local mail in flight is made due now too
+        assert (changed[kept], changed[gone], changed["NOSUCH"]) == (1, 1, 0)
+        assert _ids(api.get("/queue/messages?state=HELD")) == set()
+        assert api.call("POST", "/queue/resume", body={})[0] == 400
+        assert api.call("POST", "/queue/resume", body={"queue_ids": "A"})[0] == 400
+        assert api.call("POST", "/queue/explode", body={"all": True})[0] == 404
 
         assert api.post(f"/queue/messages/{gone}/remove") == {
             "queue_id": gone,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from hubd.admin.filters import QueueFilter
-from hubd.admin.wire import filter_from_query, filter_query, message_from_json, message_json
+from hubd.admin.wire import (
+    Selection,
+    filter_from_query,
+    filter_query,
+    message_from_json,
+    message_json,
+    selection_from_json,
+    selection_json,
+)
 from storage import QueuedMessage, QueuedRecipient, RecipientState
 
 NOW = 1_800_000_000.0
@@ -101,3 +109,17 @@ class TestWire:
             filter_from_query({"colour": "red"})
         with pytest.raises(ValueError, match="older_than"):
             filter_from_query({"older_than": "soon"})
+
+    def test_a_bulk_selection_survives_its_body(self) -> None:
+        """Ids, a next hop and all reach the API as they were meant."""
+        for selection in (Selection(("A", "B")), Selection(next_hop="hop1"), Selection(every=True)):
+            assert selection_from_json(selection_json(selection)) == selection
+
+    @pytest.mark.parametrize(
+        "body",
+        [[], {}, {"queue_ids": "A"}, {"queue_ids": [1]}, {"all": "yes"}, {"hop": "x"}],
+    )
+    def test_a_bad_bulk_body_is_refused(self, body: object) -> None:
+        """Not an object, nothing named, or a field of the wrong type: ValueError."""
+        with pytest.raises(ValueError):  # noqa: PT011 (each body has its own message)
+            selection_from_json(body)
