@@ -94,7 +94,6 @@ class AdminServer:
         self._attached: _Attached | None = None
         self._ready = False
         self.socket_path = config.node.data_dir / "admin.sock"
-        self.tcp_address: tuple[str, int] | None = None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -116,9 +115,8 @@ class AdminServer:
         listen = config.admin.listen
         if listen is not None:
             await web.TCPSite(runner, listen.host, listen.port).start()
-            bound = [a for a in runner.addresses if isinstance(a, tuple)]
-            self.tcp_address = (listen.host, int(bound[0][1]))
-            log.info("admin API on http://%s", listen.model_copy(update={"port": bound[0][1]}))
+            port = next(a[1] for a in runner.addresses if isinstance(a, tuple))  # if it was 0
+            log.info("admin API on http://%s", listen.model_copy(update={"port": port}))
 
     def attach(self, control: QueueControl, flush: Callable[[], None]) -> None:
         """The queue is open: serve it (until then the guarded routes answer 503).
