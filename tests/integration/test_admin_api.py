@@ -366,9 +366,10 @@ def _through_api(node: LiveNode, action: str, queue_id: str) -> bool:
 
 class TestQueueCommands:
     def test_every_command_goes_through_a_running_node(self, tmp_path: Path) -> None:
-        """hubd queue list/show/suspend/resume/retry/remove on a live node of one process
-        ask it over admin.sock (its log says so; a retry flushes the down hop, which only
-        the node can do), and read the file once it is gone, a killed node's socket too."""
+        """hubd queue list/show/suspend/resume/retry/remove on a live node of one process,
+        delivering local mail all along, ask it over admin.sock (its log says so; a retry
+        flushes the down hop, which only the node can do), and read the file once it is
+        gone, a killed node's socket too."""
         node = LiveNode(tmp_path, processes=1)
         node.process.start()
         config = node.config
@@ -376,8 +377,15 @@ class TestQueueCommands:
             kept = node.send("alice@outside.test", "bob@down.test", "kept")
             gone = node.send("carol@outside.test", "eve@down.test", "gone")
             wait_until(lambda: _deferred(node.api, kept) and _deferred(node.api, gone), 15, "tries")
+            load = 30  # local mail delivered all along
+            sender = threading.Thread(
+                target=lambda: [
+                    node.send("alice@outside.test", f"u{i}@corp.test", f"l{i}") for i in range(load)
+                ]
+            )
+            sender.start()
 
-            assert _listed(config) == {kept, gone}
+            assert _listed(config, "--hop", "route:down.test") == {kept, gone}
             assert _listed(config, "--sender", "carol@outside.test") == {gone}
             assert _listed(config, "--state", "HELD") == set()
             assert _listed(config, "--hop", "route:down.test", "--newer-than", "1h") == {kept, gone}
@@ -412,6 +420,9 @@ class TestQueueCommands:
             finally:
                 controller.stop()
             assert _through_api(node, "retry", kept)
+            sender.join(60)
+            mailboxes = node.data_dir / "mailboxes"
+            wait_until(lambda: len(maildir_messages(mailboxes)) == load, 15, "local deliveries")
             wait_until(lambda: _listed(config) == set(), 15, "an empty queue")
 
             held = node.send("alice@outside.test", "bob@down.test", "after")

@@ -17,13 +17,17 @@ def _now(name: str, **labels: str) -> float:
 
 class TestCountEvent:
     def test_events_count_per_message_or_per_recipient(self) -> None:
-        """RECEIVE counts a message; SEND, DELIVER and DEFER each recipient; DSN its kind."""
+        """RECEIVE and RESUBMIT count a message; SEND, DELIVER, DEFER, DUPLICATE and SHADOW
+        each recipient; DSN its kind."""
         names = [
             ("hubd_smtp_received_total", {}),
             ("hubd_delivery_delivered_total", {"via": "relay"}),
             ("hubd_delivery_delivered_total", {"via": "local"}),
             ("hubd_delivery_deferred_total", {}),
             ("hubd_dsn_generated_total", {"kind": "delay"}),
+            ("hubd_shadow_resubmissions_total", {}),
+            ("hubd_delivery_duplicates_dropped_total", {}),
+            ("hubd_shadow_created_total", {}),
         ]
         before = [_now(n, **labels) for n, labels in names]
         count_event(TrackingEvent.RECEIVE, 3, None)
@@ -31,8 +35,12 @@ class TestCountEvent:
         count_event(TrackingEvent.DELIVER, 1, None)
         count_event(TrackingEvent.DEFER, 4, "451 later")
         count_event(TrackingEvent.DSN, 2, "delay")
+        count_event(TrackingEvent.RESUBMIT, 5, None)
+        count_event(TrackingEvent.DUPLICATE, 2, None)
+        count_event(TrackingEvent.SHADOW, 3, None)
+        count_event(TrackingEvent.POISON, 1, None)
         after = [_now(n, **labels) for n, labels in names]
-        assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 4, 1]
+        assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 4, 1, 1, 2, 3]
 
 
 class TestQueueFamilies:
