@@ -12,8 +12,9 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -22,10 +23,14 @@ from hubd.errors import ConfigError, StorageError
 from hubd.logs import LogFormat, LogLevel, configure
 
 if TYPE_CHECKING:
+    from hubd.admin.client import AdminClient
+    from hubd.admin.filters import QueueFilter
     from hubd.bench.settings import CompareSettings
     from hubd.cluster.layout import Layout
     from hubd.datadir import DataDirLock
     from hubd.tracking_query import GroupKey
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="hubd: an SMTP hub transport that loses no mail.",
@@ -104,7 +109,7 @@ def serve(
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run one node in the foreground; SIGTERM drains and exits 0."""
-    from hubd.supervisor import Running, run_node
+    from hubd.metrics_dir import use_metrics_dir
 
     config = _config_path(config)
     settings = _load(config)
@@ -117,6 +122,9 @@ def serve(
 
     lock = _lock_data_dir(settings.node.data_dir)
     try:
+        use_metrics_dir(settings.node.data_dir)  # before hubd.supervisor imports the metrics
+        from hubd.supervisor import Running, run_node
+
         status = asyncio.run(run_node(settings, config, lock.inheritable(), ready))
     except StorageError as error:
         if debug:
@@ -382,15 +390,83 @@ def _echo_lines(text: str) -> None:
         typer.echo(text)
 
 
+def _on_node(settings: Config, ask: Callable[[AdminClient], Awaitable[T]]) -> T | None:
+    """The running node's answer over <data_dir>/admin.sock, or None when no node answers:
+    the command then works on the file itself."""
+    from hubd.admin.client import AdminError, NodeNotRunning, ask_node
+
+    try:
+        return ask_node(settings.node.data_dir / "admin.sock", settings.admin_token_file, ask)
+    except NodeNotRunning:
+        return None
+    except AdminError as error:
+        raise _fail(str(error), 1) from None
+
+
+def _queue_filter(
+    *,
+    states: list[str],
+    next_hop: str | None,
+    sender: str | None,
+    recipient: str | None,
+    older_than: str | None,
+    newer_than: str | None,
+) -> QueueFilter:
+    from hubd.admin.filters import QueueFilter
+
+    def seconds(option: str, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
+
+    try:
+        return QueueFilter.build(
+            states=states,
+            next_hop=next_hop,
+            sender=sender,
+            recipient=recipient,
+            older_than=seconds("--older-than", older_than),
+            newer_than=seconds("--newer-than", newer_than),
+        )
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+
+
 @queue_app.command("list")
 def queue_list(
+    *,
     config: ConfigOption = None,
     as_json: JsonOption = False,
     shadows: Annotated[bool, typer.Option("--shadows", help="The shadows held instead.")] = False,
+    states: Annotated[
+        list[str], typer.Option("--state", help="PENDING, HELD, SHADOWED, ... (repeat).")
+    ] = [],  # noqa: B006 (typer needs a literal default)
+    next_hop: Annotated[
+        str | None, typer.Option("--hop", help="Next hop, as listed (route:corp.test).")
+    ] = None,
+    sender: Annotated[
+        str | None, typer.Option(help="Envelope sender, @domain, or <> for none.")
+    ] = None,
+    recipient: Annotated[str | None, typer.Option(help="A recipient, or @domain.")] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Received longer ago than this (1h, 2d).")
+    ] = None,
+    newer_than: Annotated[str | None, typer.Option(help="Received within this.")] = None,
 ) -> None:
     """Every queued message with its recipients' state, next hop and last error."""
     from hubd import queue_report
 
+    selected = _queue_filter(
+        states=states,
+        next_hop=next_hop,
+        sender=sender,
+        recipient=recipient,
+        older_than=older_than,
+        newer_than=newer_than,
+    )
     settings = _load(config)
     database = settings.node.data_dir / "queue.db"
     try:
@@ -401,7 +477,9 @@ def queue_list(
             else:
                 typer.echo(queue_report.format_shadows(held))
             return
-        messages = asyncio.run(queue_report.read_queue(database))
+        messages = _on_node(settings, lambda node: node.list_messages(selected))
+        if messages is None:
+            messages = selected.select(asyncio.run(queue_report.read_queue(database)), time.time())
     except StorageError as error:
         raise _fail(str(error), 1) from None
     if as_json:
@@ -426,8 +504,13 @@ def queue_show(
     if message:
         sys.stdout.buffer.write(_stored_message(settings, queue_id))
         return
+    found = _on_node(settings, lambda node: node.show(queue_id))
     try:
-        messages = asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
+        messages = (
+            [found]
+            if found is not None
+            else asyncio.run(read_queue(settings.node.data_dir / "queue.db", queue_id))
+        )
     except StorageError as error:
         raise _fail(str(error), 1) from None
     if not messages:
@@ -696,21 +779,33 @@ def _change(
     from hubd.queue_report import json_lines
 
     settings = _load(config)
+    from hubd.admin.wire import Selection
+
     named, every = _wanted_ids(given)
     if not named and not every and hop is None:
         raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
-    try:
-        changed = asyncio.run(
-            change_stopped_node(
-                settings.node.data_dir,
-                action,
-                named,
-                now=time.time(),
-                hop=hop,
-                every=every,
-                dsn_for=settings if dsn else None,
-            )
+    # A running node takes the change itself (its API); a stopped one on its file. The API
+    # has no DSNs for removals yet, so `remove --dsn` needs the node stopped.
+    changed = (
+        None
+        if dsn
+        else _on_node(
+            settings, lambda node: node.change(action, Selection(tuple(named), hop, every))
         )
+    )
+    try:
+        if changed is None:
+            changed = asyncio.run(
+                change_stopped_node(
+                    settings.node.data_dir,
+                    action,
+                    named,
+                    now=time.time(),
+                    hop=hop,
+                    every=every,
+                    dsn_for=settings if dsn else None,
+                )
+            )
     except (StorageError, NodeRunning) as error:
         raise _fail(f"queue {action}: {error}", 1) from None
     missing = [q for q in named if not changed.get(q)]

@@ -332,6 +332,43 @@ class DeliveryConfig(_Section):
         return None if value == "" else value
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminConfig(_Section):
+    listen: Address | None = Field(
+        None,
+        description='host:port of the admin HTTP API; "" (the default): off. The API is'
+        " always on the unix socket data_dir/admin.sock.",
+    )
+    allow_remote: bool = Field(False, description="Let admin.listen be a non-loopback address.")
+    token_file: ConfigPath | None = Field(
+        None,
+        description="The bearer token (mode 0600, made at first start); default"
+        " data_dir/admin.token (relative to the config file's directory).",
+    )
+
+    @field_validator("listen", "token_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> AdminConfig:
+        if self.listen is not None and not self.allow_remote and not _loopback(self.listen.host):
+            raise ValueError(
+                f"admin.listen {self.listen} is not a loopback address; set"
+                " admin.allow_remote = true to serve the API beyond this host"
+            )
+        return self
+
+
 class DnsConfig(_Section):
     nameservers: list[Address] = Field(
         default_factory=list, description="host:port of resolvers; empty: the system resolver."
@@ -456,6 +493,7 @@ class Config(_Section):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     dns: DnsConfig = Field(default_factory=DnsConfig)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -488,6 +526,11 @@ class Config(_Section):
     def mailbox_dir(self) -> Path:
         """Where local domains' Maildirs live."""
         return self.mailboxes.dir or self.node.data_dir / "mailboxes"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The admin API's bearer token: admin.token_file or data_dir/admin.token."""
+        return self.admin.token_file or self.node.data_dir / "admin.token"
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

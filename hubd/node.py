@@ -38,6 +38,7 @@ from hubd.delivery.retry import RetryPolicy
 from hubd.delivery.scheduler import Scheduler
 from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
+from hubd.metrics import observe_commit
 from hubd.pickup import Pickup, PickupLimits, Source
 from hubd.pressure import (
     Gauge,
@@ -175,6 +176,7 @@ class Node:
         self._runner: asyncio.Task[None] | None = None
         self._core: _Core | None = None
         self._wake: Callable[[], None] = lambda: None
+        self._flush: Callable[[], None] = lambda: None
         self.pickup: Pickup | None = None  # scans the pickup directories (one process)
         self._published = Level.NORMAL  # the level the supervisor measured (several processes)
         self._gauge: Gauge | None = None  # what this process measures itself
@@ -272,6 +274,10 @@ class Node:
         else:
             self.pickup.resume()
 
+    def flush(self) -> None:
+        """An operator asked for a retry: try next hops known down again, and look now."""
+        self._flush()
+
     def departed(self, queue_ids: Iterable[str]) -> None:
         """These messages left the node (reported by a delivery process)."""
         self._departures.left(queue_ids)
@@ -313,7 +319,7 @@ class Node:
             max_age=config.tracking.max_age,
         )
         stack.callback(tracker.close)
-        writer = Writer(database.write_engine, lock=database.write_lock)
+        writer = Writer(database.write_engine, lock=database.write_lock, on_commit=observe_commit)
         core = _Core(
             database=database,
             writer=writer,
@@ -344,6 +350,7 @@ class Node:
         stack.push_async_callback(smtp.close)
         scheduler = self._scheduler(core, smtp)
         self._wake = scheduler.wake
+        self._flush = scheduler.flush
         if self._local is not None:
             self._local.on_work = scheduler.wake
         group.create_task(scheduler.run(), name="delivery-scheduler")

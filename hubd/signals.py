@@ -8,7 +8,8 @@ inherited.
 Also: the back-pressure level the supervisor measured, one byte per change to each child
 (the last byte read is the level now).
 Public: Signals, LocalSignals, PipeSignals, PipeEnds, read_wakeups(), read_departures(),
-send_pressure(), read_pressure().
+send_pressure(), read_pressure(), FLUSH (the byte of an operator's retry, which also
+forgets which hops are down).
 Failures: a full pipe drops a wake-up byte (the reader is already due to wake) but never a
 departure (those are buffered by the transport).
 Limits: a departure line is a queue id; ids are ASCII without spaces by construction.
@@ -125,9 +126,15 @@ def _watch(fd: int, got: Callable[[bytes], None]) -> Callable[[], None]:
     return stop
 
 
-def read_wakeups(fd: int, wake: Callable[[], None]) -> Callable[[], None]:
-    """Call `wake` whenever bytes arrive on `fd`; returns the function that stops it."""
-    return _watch(fd, lambda _data: wake())
+FLUSH = b"F"  # an operator's retry: forget which next hops are down, then look
+
+
+def read_wakeups(
+    fd: int, wake: Callable[[], None], flush: Callable[[], None]
+) -> Callable[[], None]:
+    """Call `wake` whenever bytes arrive on `fd` (`flush` when FLUSH is among them);
+    returns the function that stops it."""
+    return _watch(fd, lambda data: flush() if FLUSH in data else wake())
 
 
 def read_departures(fd: int, left: Callable[[list[str]], None]) -> Callable[[], None]:

@@ -1,7 +1,9 @@
 """The supervisor of a node of several processes: one owner of the queue, sockets and children.
 
 Owns: preparing the queue file (check, migrate, re-shard) and recovering every lease before
-any child starts; binding the listening sockets once (children inherit them, no
+any child starts; serving the admin API (hubd/admin/: reads of its own, writes through this
+writer, wake-ups to every delivery process; beside a node of one process too); binding the
+listening sockets once (children inherit them, no
 SO_REUSEPORT, so a second node on an address fails instead of sharing it); the pipes
 between children; starting each acceptor and delivery process, restarting one that dies
 after start-up (its leases released and a crash counted for what it held), stopping the
@@ -35,9 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hubd.admin.server import serving
 from hubd.backpressure import Level, Levels
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
+from hubd.metrics import observe_commit
 from hubd.node import Node, Role, recover_queue, start_upkeep
 from hubd.pressure import (
     Gauge,
@@ -48,7 +52,7 @@ from hubd.pressure import (
     threaded,
     thresholds_of,
 )
-from hubd.signals import send_pressure
+from hubd.signals import FLUSH, send_pressure
 from hubd.smtp.shared_counters import counters_file
 from hubd.tracking import Tracker
 from storage import Repository, Writer, open_database
@@ -73,7 +77,16 @@ async def run_node(
     """Run a node until SIGTERM, in one process or as a supervisor of several; exit status."""
     plan = plan_processes(config.node.processes, usable_cores())
     if plan.single:
-        await Node(config).run_until_signalled(on_ready)
+        async with serving(config) as admin:
+            node = Node(config)
+
+            def ready(started: Node) -> None:
+                admin.attach(started.repository, started.flush)
+                admin.pressure = started.pressure
+                admin.set_ready(True)
+                on_ready(started)
+
+            await node.run_until_signalled(ready)
         return 0
     return await Supervisor(config, config_path, plan, lock_fd=lock_fd).run(on_ready)
 
@@ -172,6 +185,7 @@ class Supervisor:
         self._failed: str | None = None
         self._started = False  # every child was ready once: from now on, deaths restart
         self._children: list[_Child] = []
+        self._wakes: list[int] = []  # write ends of the delivery processes' wake-up pipes
         self.relay_addresses: list[HostPort] = []
         self._run_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._level = Level.NORMAL
@@ -185,15 +199,18 @@ class Supervisor:
         database = await open_database(
             config.node.data_dir / "queue.db", shards=self._plan.deliverers, now=self._clock
         )
-        writer = Writer(database.write_engine)
+        # The admin API writes beside the children: it takes turns on the same lock.
+        writer = Writer(database.write_engine, lock=database.write_lock, on_commit=observe_commit)
         tracker = Tracker(config.node.data_dir / "tracking", config.node.name, self._clock)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with asyncio.TaskGroup() as group, serving(config, clock=self._clock) as admin:
                 group.create_task(writer.run(), name="storage-writer")
                 repository = Repository(database, writer, shards=self._plan.deliverers)
                 await recover_queue(
                     repository, tracker, f"{self._run_id}-start", config.queue.poison_threshold
                 )
+                admin.attach(repository, self._flush_all)
+                admin.pressure = lambda: self._level
                 upkeep = start_upkeep(database, repository, group)
                 sockets = [_bind(a, config.smtp.listen_backlog) for a in config.smtp.listen]
                 self.relay_addresses = [
@@ -207,9 +224,11 @@ class Supervisor:
                     group.create_task(self._keep(child, repository, tracker), name=child.name)
                 if await self._all_ready():
                     self._started = True
+                    admin.set_ready(True)
                     on_ready(self)
                 await self._stopping.wait()
                 gauge.stop()
+                admin.set_ready(False)
                 await self._stop_children()
                 await upkeep.stop()
                 for sock in sockets:
@@ -254,6 +273,7 @@ class Supervisor:
     def _slots(self, sockets: list[socket.socket]) -> list[_Child]:
         plan = self._plan
         wakes = [_pipe() for _ in range(plan.deliverers)]
+        self._wakes = [w for _, w in wakes]
         departures = [_pipe() for _ in range(plan.acceptors)]
         common: dict[str, int | list[int]] = {
             "wake": [w for _, w in wakes],
@@ -293,6 +313,12 @@ class Supervisor:
             fds = {**common, "listen": [], "wake_read": wakes[shard][0]}
             children.append(_child(f"delivery-{shard}", role, fds))
         return children
+
+    def _flush_all(self) -> None:
+        """After an operator's retry: every delivery process tries down hops again, now."""
+        for fd in self._wakes:
+            with contextlib.suppress(BlockingIOError):  # full: it is about to read anyway
+                os.write(fd, FLUSH)
 
     async def _all_ready(self) -> bool:
         async def every_child() -> None:

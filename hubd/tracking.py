@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hubd.metrics import count_event
 from hubd.tracking_files import append_index, expired, log_files, log_name, read_events
 
 __all__ = ["Tracker", "TrackingEvent", "read_events"]
@@ -85,7 +86,8 @@ class Tracker:
         size: int | None = None,
         **extra: Any,
     ) -> None:
-        """Write one event line."""
+        """Write one event line (and count it in the node's metrics)."""
+        count_event(event, len(recipients), reply)
         now = datetime.fromtimestamp(self._clock(), UTC)
         line = {
             "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

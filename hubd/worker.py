@@ -76,7 +76,7 @@ async def _serve(spec: dict[str, Any]) -> None:
 
     def ready(started: Node) -> None:
         if ends.wake_read is not None:
-            stops.append(read_wakeups(ends.wake_read, started.wake))
+            stops.append(read_wakeups(ends.wake_read, started.wake, started.flush))
         if ends.departures_read is not None:
             stops.append(read_departures(ends.departures_read, started.departed))
         os.write(fds["ready"], b"ready\n")

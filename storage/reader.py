@@ -2,18 +2,19 @@
 
 Owns: every read query, over an async (aiosqlite) engine; works on a read-only open too, so
 `hubd queue list` can look at a running node's queue.
-Public: QueueReader, DUE.
+Public: QueueReader, QueueDepths, HopDepth, DUE.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.model import HeldShadow, QueuedMessage, QueuedRecipient, RecipientState
-from storage.schema import bodies, messages, recipients, shadows, stats
+from storage.schema import bodies, messages, notices, recipients, shadows, stats
 from storage.spool import Spool, StoredBody
 
 DUE = and_(recipients.c.state == RecipientState.PENDING, recipients.c.lease_owner.is_(None))
@@ -128,3 +129,57 @@ class QueueReader:
                     )
                 )
             return out
+
+    async def depths(self) -> QueueDepths:
+        """Recipients waiting (pending or held) per next hop, the oldest of their messages,
+        and the shadows held and discard notices owed: what the admin API and /metrics show."""
+        waiting = recipients.c.state.in_([RecipientState.PENDING, RecipientState.HELD])
+        async with self._read.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        recipients.c.next_hop,
+                        recipients.c.state,
+                        func.count(),
+                        func.min(messages.c.received_at),
+                    )
+                    .join(messages, messages.c.id == recipients.c.message)
+                    .where(waiting)
+                    .group_by(recipients.c.next_hop, recipients.c.state)
+                )
+            ).all()
+            held = (await conn.execute(select(func.count()).select_from(shadows))).scalar_one()
+            owed = (await conn.execute(select(func.count()).select_from(notices))).scalar_one()
+        hops: dict[str, HopDepth] = {}
+        for hop, state, count, oldest in rows:
+            depth = hops.get(hop, HopDepth(hop))
+            pending, held_here = depth.pending, depth.held
+            if state == RecipientState.HELD:
+                held_here += count
+            else:
+                pending += count
+            first = oldest if depth.oldest is None else min(depth.oldest, oldest)
+            hops[hop] = HopDepth(hop, pending, held_here, first)
+        return QueueDepths(tuple(hops[h] for h in sorted(hops)), int(held), int(owed))
+
+
+@dataclass(frozen=True, slots=True)
+class HopDepth:
+    """Recipients waiting for one next hop, and when the oldest of their messages came."""
+
+    next_hop: str
+    pending: int = 0
+    held: int = 0
+    oldest: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepths:
+    hops: tuple[HopDepth, ...]
+    shadows_held: int
+    notices_owed: int
+
+    @property
+    def oldest(self) -> float | None:
+        """When the oldest message still waiting was received."""
+        return min((h.oldest for h in self.hops if h.oldest is not None), default=None)

@@ -2,7 +2,7 @@
 
 Owns: the write connection; batching queued write operations into one transaction (one fsync);
 the durable counters, kept in memory during a batch and written once at its end.
-Public: Writer (start(), submit(), stop()), WriteOp, Bulk.
+Public: Writer (start(), submit(), stop()), WriteOp, Bulk, CommitObserver.
 Failures: an operation that raises is rolled back alone (the batch is run again with a
 savepoint per operation) and its caller gets the exception; a failed COMMIT fails every
 caller of that batch.
@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 # A bulk function runs many operations' payloads at once and returns one result per payload.
 Bulk = Callable[[Connection, list[Any]], list[Any]]
+# Told of each committed batch: its operations, seconds holding the lock, seconds waiting
+# for it (the node's metrics; called in the writer's thread).
+CommitObserver = Callable[[int, float, float], None]
 
 # Upper bounds (microseconds) of the write-lock wait histogram; the last bucket is "more".
 LOCK_WAIT_BOUNDS_US = (100, 1_000, 5_000, 10_000, 50_000, 100_000)
@@ -167,13 +170,16 @@ class _WriteLock:
             -1 if path is None else os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         )
 
-    def run(self, apply: Callable[[float], None]) -> None:
-        """Run `apply` holding the lock, telling it how long getting it took (microseconds)."""
+    def run(self, apply: Callable[[float], None]) -> float:
+        """Run `apply` holding the lock, telling it how long getting it took (microseconds,
+        also returned)."""
         started = time.perf_counter()
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
+        waited_us = (time.perf_counter() - started) * 1e6
         try:
-            apply((time.perf_counter() - started) * 1e6)
+            apply(waited_us)
+            return waited_us
         finally:
             if self._fd >= 0:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -187,8 +193,16 @@ class _WriteLock:
 class Writer:
     """The single owner of the write connection; callers `await submit(op)`."""
 
-    def __init__(self, engine: Engine, *, lock: Path | None = None, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lock: Path | None = None,
+        max_batch: int = 512,
+        on_commit: CommitObserver | None = None,
+    ) -> None:
         self._engine = engine
+        self._on_commit = on_commit
         self._lock = _WriteLock(lock)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
         self._max_batch = max_batch
@@ -272,7 +286,11 @@ class Writer:
             item = self._queue.get_nowait()
 
     def _locked_batch(self, conn: Connection, batch: list[WriteOp[Any]]) -> None:
-        self._lock.run(lambda waited_us: _apply_batch(conn, batch, waited_us))
+        started = time.perf_counter()
+        waited_us = self._lock.run(lambda waited_us: _apply_batch(conn, batch, waited_us))
+        if self._on_commit is not None:
+            waited = waited_us / 1e6
+            self._on_commit(len(batch), time.perf_counter() - started - waited, waited)
 
     async def _commit(self, conn: Connection, batch: list[WriteOp[Any]]) -> None:
         loop = asyncio.get_running_loop()

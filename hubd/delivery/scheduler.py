@@ -98,6 +98,11 @@ class Scheduler:
         """New work may be due now (a message was committed, or a job finished)."""
         self._wake.set()
 
+    def flush(self) -> None:
+        """An operator's retry (postqueue -f): next hops known down are tried again."""
+        self._hop_down.clear()
+        self._wake.set()
+
     async def stop(self, grace: float) -> None:
         """Stop claiming, let jobs in flight finish for up to `grace` seconds, then cancel them."""
         self._stopping = True

@@ -29,6 +29,7 @@ import dns.resolver
 
 from hubd import replies
 from hubd.config import HostPort
+from hubd.metrics import count_dns_failure
 from hubd.replies import Reply
 
 Ipv6Mode = Literal["off", "fallback", "strict"]
@@ -109,12 +110,18 @@ class MxResolver:
         try:
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:
+            count_dns_failure("nxdomain", rdtype)
             return Lookup(LookupStatus.NXDOMAIN)
         except dns.resolver.NoAnswer:
             return Lookup(LookupStatus.NODATA)
-        except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.YXDOMAIN):
+        except dns.exception.Timeout:
+            count_dns_failure("timeout", rdtype)
+            return Lookup(LookupStatus.FAILED)
+        except dns.resolver.NoNameservers:  # every server answered SERVFAIL or REFUSED
+            count_dns_failure("servfail", rdtype)
             return Lookup(LookupStatus.FAILED)
         except dns.exception.DNSException:
+            count_dns_failure("error", rdtype)
             return Lookup(LookupStatus.FAILED)
         if rdtype == "MX":
             values = tuple(

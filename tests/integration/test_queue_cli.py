@@ -239,9 +239,10 @@ class TestQueueChanges:
         assert missing.returncode == 1
         assert not list(data_dir.glob("queue.db.corrupt-*"))
 
-    def test_a_running_node_is_not_changed_behind_its_back(self, tmp_path: Path) -> None:
-        """With `hubd serve` running, a change fails in one line naming its pid, and the
-        message is as it was."""
+    def test_a_running_node_makes_the_change_itself(self, tmp_path: Path) -> None:
+        """With `hubd serve` running, a change goes to the node (its admin socket), never
+        to the file behind its back; `remove --dsn`, which only a stopped node takes, fails
+        in one line naming its pid, and the message is as it was."""
         dead, _ = free_loopback_address()
         host, port = free_loopback_address()
         settings = merge(
@@ -257,14 +258,18 @@ class TestQueueChanges:
         try:
             queue_id = _send((host, port), "bob@corp.test")
             assert node.process is not None
-            for action in ("suspend", "remove"):
-                refused = _hubd("queue", action, "-c", str(config), queue_id)
-                assert refused.returncode == 1
-                assert refused.stderr.count("\n") == 1, refused.stderr
-                assert f"is running (pid {node.process.pid})" in refused.stderr
+            refused = _hubd("queue", "remove", "--dsn", "-c", str(config), queue_id)
+            assert refused.returncode == 1
+            assert refused.stderr.count("\n") == 1, refused.stderr
+            assert f"is running (pid {node.process.pid})" in refused.stderr
+            suspended = _hubd("queue", "suspend", "-c", str(config), queue_id)
+            assert suspended.returncode == 0, suspended.stderr
             listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             assert [m["queue_id"] for m in listing] == [queue_id]
-            assert listing[0]["recipients"][0]["state"] != "HELD"
+            assert listing[0]["recipients"][0]["state"] == "HELD"
+            removed = _hubd("queue", "remove", "-c", str(config), queue_id)
+            assert removed.returncode == 0, removed.stderr
+            assert _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout) == []
         finally:
             node.kill()
 
