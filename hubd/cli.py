@@ -108,6 +108,7 @@ def serve(
 
     config = _config_path(config)
     settings = _load(config)
+    _check_tls(settings)
     configure((LogLevel.DEBUG if debug else log_level).number, log_format=log_format)
 
     def ready(node: Running) -> None:
@@ -130,6 +131,20 @@ def serve(
         lock.release()
     if status:
         raise typer.Exit(status)
+
+
+def _check_tls(settings: Config) -> None:
+    """Exit 2 now, not in every child, when the [tls] files cannot be loaded."""
+    if settings.tls is None:
+        return
+    from hubd.tls import ServerTls
+
+    try:
+        ServerTls(settings.tls)
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(f"hubd: {error.source}: {problem}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _serve_hint(settings: Config, relay: HostPort) -> str:

@@ -52,6 +52,12 @@ class Running(Protocol):
     @property
     def relay_addresses(self) -> list[HostPort]: ...
 
+    @property
+    def submission_addresses(self) -> list[HostPort]: ...
+
+    @property
+    def submission_tls_addresses(self) -> list[HostPort]: ...
+
 
 async def run_node(
     config: Config, config_path: Path, lock_fd: int, on_ready: Callable[[Running], None]
@@ -158,6 +164,8 @@ class Supervisor:
         self._started = False  # every child was ready once: from now on, deaths restart
         self._children: list[_Child] = []
         self.relay_addresses: list[HostPort] = []
+        self.submission_addresses: list[HostPort] = []
+        self.submission_tls_addresses: list[HostPort] = []
         self._run_id = f"{os.getpid()}-{secrets.token_hex(3)}"
 
     async def run(self, on_ready: Callable[[Running], None]) -> int:
@@ -179,12 +187,25 @@ class Supervisor:
                     repository, tracker, f"{self._run_id}-start", config.queue.poison_threshold
                 )
                 upkeep = start_upkeep(database, repository, group)
-                sockets = [_bind(a, config.smtp.listen_backlog) for a in config.smtp.listen]
-                self.relay_addresses = [
-                    HostPort(host=a.host, port=s.getsockname()[1])
-                    for a, s in zip(config.smtp.listen, sockets, strict=True)
-                ]
-                self._children = self._slots(sockets)
+                backlog = config.smtp.listen_backlog
+                # Every acceptor serves every listener: each gets all the bound sockets.
+                bound = {
+                    kind: [_bind(a, backlog) for a in addresses]
+                    for kind, addresses in (
+                        ("listen", config.smtp.listen),
+                        ("submission", config.submission.listen),
+                        ("submission_tls", config.submission.tls_listen),
+                    )
+                }
+                sockets = [sock for kind in bound.values() for sock in kind]
+                self.relay_addresses = _addresses(config.smtp.listen, bound["listen"])
+                self.submission_addresses = _addresses(
+                    config.submission.listen, bound["submission"]
+                )
+                self.submission_tls_addresses = _addresses(
+                    config.submission.tls_listen, bound["submission_tls"]
+                )
+                self._children = self._slots(bound)
                 for child in self._children:
                     group.create_task(self._keep(child, repository, tracker), name=child.name)
                 if await self._all_ready():
@@ -204,7 +225,7 @@ class Supervisor:
             return 1
         return 0
 
-    def _slots(self, sockets: list[socket.socket]) -> list[_Child]:
+    def _slots(self, bound: dict[str, list[socket.socket]]) -> list[_Child]:
         plan = self._plan
         wakes = [_pipe() for _ in range(plan.deliverers)]
         departures = [_pipe() for _ in range(plan.acceptors)]
@@ -223,7 +244,7 @@ class Supervisor:
             )
             fds = {
                 **common,
-                "listen": [s.fileno() for s in sockets],
+                **{kind: [s.fileno() for s in socks] for kind, socks in bound.items()},
                 "departures_read": departures[index][0],
                 "counters": counters,
             }
@@ -344,6 +365,14 @@ class Supervisor:
                 process.kill()
         if pending:
             await asyncio.wait(pending)
+
+
+def _addresses(configured: list[HostPort], sockets: list[socket.socket]) -> list[HostPort]:
+    """The addresses bound, with the ports the kernel chose for port 0."""
+    return [
+        HostPort(host=a.host, port=s.getsockname()[1])
+        for a, s in zip(configured, sockets, strict=True)
+    ]
 
 
 def _ready_pipe() -> tuple[int, int]:
