@@ -1,4 +1,4 @@
-"""STARTTLS on relay listeners when [tls] is set: real handshakes on loopback, trustme certificates."""
+"""STARTTLS on relay listeners when [tls] is set: real handshakes, trustme certificates."""
 
 from __future__ import annotations
 
