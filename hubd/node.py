@@ -445,16 +445,21 @@ class Node:
         smtp = config.smtp
         return ListenerPolicy(
             hostname=config.node.hostname,
-            relay=RelayPolicy(
-                router=core.router,
-                trusted_networks=smtp.trusted_networks,
-                catch_all=config.mailboxes.catch_all,
-                known_recipients=frozenset(config.mailboxes.recipients),
-            ),
+            relay=self._relay_rule(core),
             limits=session_limits(smtp),
             shadow=ShadowOffer(core.me, config.shadow_peers) if config.shadow.enabled else None,
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
             starttls=config.tls is not None,
+        )
+
+    def _relay_rule(self, core: _Core) -> RelayPolicy:
+        config = self.config
+        return RelayPolicy(
+            router=core.router,
+            trusted_networks=config.smtp.trusted_networks,
+            catch_all=config.mailboxes.catch_all,
+            known_recipients=frozenset(config.mailboxes.recipients),
+            postmaster_domain=config.local_domains[0] if config.local_domains else None,
         )
 
     def _submission_policy(self, core: _Core, *, starttls: bool) -> ListenerPolicy:
@@ -464,12 +469,7 @@ class Node:
         submission = config.submission
         return ListenerPolicy(
             hostname=config.node.hostname,
-            relay=RelayPolicy(
-                router=core.router,
-                trusted_networks=smtp.trusted_networks,
-                catch_all=config.mailboxes.catch_all,
-                known_recipients=frozenset(config.mailboxes.recipients),
-            ),
+            relay=self._relay_rule(core),
             limits=session_limits(smtp),
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
             starttls=starttls,

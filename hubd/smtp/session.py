@@ -62,7 +62,7 @@ from hubd.smtp.limits import NodeCounters, client_key
 from hubd.smtp.message import ReceivedMessage, received_header
 from hubd.smtp.params import MailParams, RcptParams, parse_mail_params, parse_rcpt_params
 from hubd.smtp.policy import ListenerPolicy
-from hubd.smtp.relay import decide_recipient
+from hubd.smtp.relay import decide_recipient, postmaster
 from hubd.smtp.sasl import (
     LOGIN_PASSWORD,
     LOGIN_USERNAME,
@@ -371,6 +371,12 @@ class Session:
         if isinstance(params, Reply):
             return self._error(params)
         mailbox = parse_mailbox(address)
+        if mailbox is None and address.lower() == "postmaster":
+            # RFC 5321 4.5.1: <postmaster> without a domain must be accepted.
+            mailbox = postmaster(self.policy.relay)
+            if mailbox is None:
+                return Step(replies.NO_SUCH_USER)
+            address = str(mailbox)
         if mailbox is None:
             return self._error(replies.BAD_RECIPIENT_SYNTAX)
         if not address.isascii() and not transaction.params.smtputf8:

@@ -255,3 +255,25 @@ class TestHeaders:
         action = commit_of(session, DataSummary(None, 20, 0, None))
         assert action.message.trace.count(b"\r\n") == 3  # Received: in three folded lines
         assert b"Date:" not in action.message.trace
+
+
+class TestPostmaster:
+    def test_bare_postmaster(self) -> None:
+        """RCPT TO:<postmaster> goes to postmaster at the first local domain; a node without
+        local domains has no one to give it to (550 5.1.1)."""
+        policy = listener_policy()
+        with_domain = dataclasses.replace(
+            policy, relay=dataclasses.replace(policy.relay, postmaster_domain="corp.test")
+        )
+        session = new_session(with_domain)
+        session.open()
+        say(session, "EHLO c.test")
+        say(session, "MAIL FROM:<a@outside.test>")
+        assert say(session, "RCPT TO:<Postmaster>") == replies.RECIPIENT_OK
+        assert session.transaction is not None
+        assert session.transaction.recipients == ["postmaster@corp.test"]
+        bare = new_session(policy)
+        bare.open()
+        say(bare, "EHLO c.test")
+        say(bare, "MAIL FROM:<a@outside.test>")
+        assert say(bare, "RCPT TO:<postmaster>") == replies.NO_SUCH_USER
