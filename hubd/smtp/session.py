@@ -194,6 +194,11 @@ class Session:
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
 
+    @property
+    def in_auth_exchange(self) -> bool:
+        """The next line is an AUTH response (base64), not a command."""
+        return self._sasl is not None
+
     # Events from the connection.
 
     def open(self) -> Step:
