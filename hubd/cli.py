@@ -116,6 +116,11 @@ def serve(
     def ready(node: Running) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
         typer.echo(f"hubd: node {settings.node.name} accepting mail on {addresses}", err=True)
+        submission = [f"{a} (STARTTLS)" for a in node.submission_addresses] + [
+            f"{a} (TLS)" for a in node.submission_tls_addresses
+        ]
+        if submission:
+            typer.echo(f"hubd: submission with AUTH on {', '.join(submission)}", err=True)
         typer.echo(f"hubd: {_serve_hint(settings, node.relay_addresses[0])}", err=True)
 
     lock = _lock_data_dir(settings.node.data_dir)

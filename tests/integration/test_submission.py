@@ -350,6 +350,8 @@ class TestSeveralProcesses:
         node.start()
         try:
             assert {"acceptor-0", "acceptor-1"} <= set(node.children())
+            said = (tmp_path / "node.log").read_text()
+            assert f"submission with AUTH on {host}:{submission_port} (STARTTLS)" in said
             for n in range(6):
                 with smtplib.SMTP(host, submission_port, timeout=30) as client:
                     client.starttls(context=pki.client_context())
