@@ -32,7 +32,13 @@ from typing import Any
 import pytest
 
 from hubd.node import Node
-from hubd.testing import async_wait_until, free_loopback_address, maildir_messages, wait_until
+from hubd.testing import (
+    Cluster,
+    async_wait_until,
+    free_loopback_address,
+    maildir_messages,
+    wait_until,
+)
 from hubd.tracking import read_events
 from hubd.users import User, hash_password, write_users
 from tests.conftest import NodeFactory
@@ -496,6 +502,40 @@ class TestPostfixSasl:
         assert "with ESMTPSA id" in by_hub, by_hub
         assert "authenticated as alice)" in by_hub, by_hub
         assert not postfix.problems(), postfix.problems()
+
+    async def test_postfix_into_the_clusters_submission_port(
+        self, start_postfix: PostfixFactory, tmp_path: Path
+    ) -> None:
+        """The local cluster's submission port takes Postfix as an authenticated client, with
+        the ready user and the cluster's CA (hubd.testing.Cluster hands out both)."""
+        cluster = Cluster(tmp_path / "cluster", hubs=1)
+        await asyncio.to_thread(cluster.__enter__)
+        try:
+            user, password = cluster.credentials
+            submission = cluster.submission("hub-1")
+            postfix_address = free_loopback_address()
+            postfix = await start_postfix(
+                postfix_address,
+                {"corp.test": f"smtp:[{submission.host}]:{submission.port}"},
+                extra_main_cf=SASL_MAIN_CF.replace("alice:", f"{user}:").format(
+                    host=submission.host, port=submission.port, password=password
+                ),
+                files={"ca.pem": cluster.ca_file.read_bytes()},
+            )
+
+            def send() -> None:
+                with smtplib.SMTP(*postfix_address, local_hostname="client.test", timeout=10) as c:
+                    c.sendmail("client@corp.test", ["gina@corp.test"], _message("c", "x"))
+
+            await asyncio.to_thread(send)
+            message = await asyncio.to_thread(
+                cluster.wait_for_message, "gina@corp.test", "<c@a.test>", 60
+            )
+            trace = " ".join(str(h) for h in message.get_all("Received", []))
+            assert f"authenticated as {user})" in trace, trace
+            assert not postfix.problems(), postfix.problems()
+        finally:
+            await asyncio.to_thread(cluster.__exit__, None, None, None)
 
 
 async def _swaks(*args: str) -> tuple[int, str]:
