@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import os
+import socket
 import ssl
+import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from hubd.config import HostPort
 from hubd.errors import ConfigError
 from hubd.node import Node
 from hubd.testing import free_loopback_address
@@ -150,3 +156,76 @@ async def test_unreadable_certificate_is_a_config_error(
     with pytest.raises(ConfigError) as raised:
         await start_node(tls={"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "k")})
     assert raised.value.source == "tls.cert"
+
+
+def client_hello(pki: Pki, host: str) -> bytes:
+    """The first flight of a real TLS client: the bytes a handshake starts with."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = pki.client_context().wrap_bio(incoming, outgoing, server_hostname=host)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+async def test_tls_handshakes_cut_short_at_every_step(
+    start_node: NodeFactory, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients that send part of a ClientHello (or garbage) and then hang up, reset or stall,
+    after STARTTLS on relay and submission ports and on an implicit-TLS port: each is cut off
+    within the timeouts, the node logs no error and still serves a real TLS client."""
+    node = await tls_node(start_node, pki, smtp={"idle_timeout": "1s"})
+    host = node.relay_addresses[0].host
+    submission = await start_node(
+        "sub",
+        address=(host, 0),
+        local_domains=["corp.test"],
+        tls=pki.tls_settings(host),
+        smtp={"idle_timeout": "1s"},
+        submission={"listen": [f"{host}:0"], "tls_listen": [f"{host}:0"], "idle_timeout": "1s"},
+    )
+    hello = client_hello(pki, host)
+    cuts = sorted({0, 1, 5, len(hello) // 2, len(hello) - 1, len(hello)})
+    ports = [
+        ("starttls", node.relay_addresses[0]),
+        ("starttls", submission.submission_addresses[0]),
+        ("implicit", submission.submission_tls_addresses[0]),
+    ]
+
+    async def cut_short(kind: str, address: HostPort, cut: int, ending: str) -> None:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        try:
+            if kind == "starttls":
+                assert (await reader.readline()).startswith(b"220 ")
+                writer.write(b"EHLO c.test\r\nSTARTTLS\r\n")
+                while not (line := await reader.readline()).startswith(b"220 "):
+                    assert line.startswith(b"250"), line
+            writer.write(hello[:cut] if cut else b"\x16\x03\x01garbage")
+            await writer.drain()
+            if ending == "reset":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if ending == "stall":
+                async with asyncio.timeout(10):  # the server gives up: 1 s idle, then closed
+                    while await reader.read(4096):
+                        pass
+        except ConnectionError:
+            pass  # the server reset a connection it had given up on: fine
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    started = time.monotonic()
+    cases = itertools.product(ports, cuts, ("close", "reset", "stall"))
+    await asyncio.gather(*(cut_short(k, a, c, e) for (k, a), c, e in cases))
+    assert time.monotonic() - started < 15
+    for target in (node, submission):
+        inbound = target._inbound
+        assert inbound is not None
+        await asyncio.to_thread(wait_until, lambda i=inbound: not i.live, 10, "no session left")
+    async with connected(node) as client:
+        await client.command("EHLO c.test")
+        await upgrade(client, node, pki)
+        assert (await client.command("EHLO c.test")).code == 250
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors
