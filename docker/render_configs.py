@@ -64,8 +64,19 @@ def _no_loopback(value: Any, where: str) -> None:
 
 
 def docker_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
-    """A node's settings from layout.py, trusting and peering with the compose network."""
+    """A node's settings from layout.py, trusting and peering with the compose network.
+
+    The image has no certificates (`hubd cluster up` makes them per directory), so the
+    containers run without [tls]: no STARTTLS, deliveries unencrypted, and port 2587 a
+    second relay port instead of a submission port with AUTH.
+    """
     settings = node_settings(layout, plan)
+    del settings["tls"]
+    submission = settings.pop("submission", None)
+    if submission is not None:
+        settings["smtp"]["listen"] += submission["listen"]
+    settings["delivery"]["tls"] = "off"
+    del settings["delivery"]["tls_ca"]
     settings["smtp"]["trusted_networks"] = [SUBNET]
     if "peers" in settings["shadow"]:
         settings["shadow"]["peers"] = [SUBNET]

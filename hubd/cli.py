@@ -9,6 +9,7 @@ See also: README.md (Commands).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from hubd.cluster.layout import Layout
     from hubd.datadir import DataDirLock
     from hubd.tracking_query import GroupKey
+    from hubd.users import User
 
 T = TypeVar("T")
 
@@ -113,11 +115,17 @@ def serve(
 
     config = _config_path(config)
     settings = _load(config)
+    _check_tls(settings)
     configure((LogLevel.DEBUG if debug else log_level).number, log_format=log_format)
 
     def ready(node: Running) -> None:
         addresses = ", ".join(str(a) for a in node.relay_addresses)
         typer.echo(f"hubd: node {settings.node.name} accepting mail on {addresses}", err=True)
+        submission = [f"{a} (STARTTLS)" for a in node.submission_addresses] + [
+            f"{a} (TLS)" for a in node.submission_tls_addresses
+        ]
+        if submission:
+            typer.echo(f"hubd: submission with AUTH on {', '.join(submission)}", err=True)
         typer.echo(f"hubd: {_serve_hint(settings, node.relay_addresses[0])}", err=True)
 
     lock = _lock_data_dir(settings.node.data_dir)
@@ -138,6 +146,20 @@ def serve(
         lock.release()
     if status:
         raise typer.Exit(status)
+
+
+def _check_tls(settings: Config) -> None:
+    """Exit 2 now, not in every child, when the [tls] files cannot be loaded."""
+    if settings.tls is None:
+        return
+    from hubd.tls import ServerTls
+
+    try:
+        ServerTls(settings.tls)
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(f"hubd: {error.source}: {problem}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _serve_hint(settings: Config, relay: HostPort) -> str:
@@ -1030,6 +1052,104 @@ def _tracking_directories(
         for plan in layout.nodes
         if plan.role is not Role.DNS and (not nodes or plan.name in nodes)
     ]
+
+
+user_app = typer.Typer(
+    help="Submission users (the users file, [submission] users_file).", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+
+
+def _users_file(config: Path | None) -> Path:
+    return _load(config).users_path
+
+
+def _read_users_or_exit(path: Path) -> dict[str, User]:
+    from hubd.users import UsersError, read_users
+
+    try:
+        return dict(read_users(path))
+    except UsersError as error:
+        raise _fail(str(error), 1) from None
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+    elif sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        raise _fail("no terminal to ask for the password on: give --password-stdin", 2)
+    if not password:
+        raise _fail("the password is empty", 2)
+    return password
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The AUTH user name.")],
+    address: Annotated[
+        list[str], typer.Option("--address", help="An envelope sender it may use (repeat).")
+    ],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password as one line from stdin."),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add a user (or replace one of that name); needs no running node."""
+    from hubd.users import User, hash_password, normal_address, valid_name, write_users
+
+    if not valid_name(name):
+        raise _fail(f"not a user name: {name!r} (ASCII letters, digits and . _ @ + -)", 2)
+    addresses = []
+    for given in address:
+        normal = normal_address(given)
+        if normal is None:
+            raise _fail(f"not an address: {given!r}", 2)
+        addresses.append(normal)
+    path = _users_file(config)
+    users = _read_users_or_exit(path)
+    password = _new_password(password_stdin)
+    replaced = name in users
+    users[name] = User(name, hash_password(password), tuple(dict.fromkeys(addresses)))
+    write_users(path, users)
+    typer.echo(f"hubd: user {name} {'replaced' if replaced else 'added'} in {path}", err=True)
+
+
+@user_app.command("remove")
+def user_remove(
+    name: Annotated[str, typer.Argument(help="The user to remove.")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a user; a running node refuses its next AUTH."""
+    from hubd.users import write_users
+
+    path = _users_file(config)
+    users = _read_users_or_exit(path)
+    if users.pop(name, None) is None:
+        raise _fail(f"no user {name!r} in {path}", 1)
+    write_users(path, users)
+    typer.echo(f"hubd: user {name} removed from {path}", err=True)
+
+
+@user_app.command("list")
+def user_list(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list.")] = False,
+) -> None:
+    """The users and the addresses each may send as (never their hashes)."""
+    users = _read_users_or_exit(_users_file(config))
+    rows = [
+        {"name": user.name, "addresses": list(user.addresses)}
+        for user in sorted(users.values(), key=lambda u: u.name)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['name']}\t{', '.join(row['addresses'])}")
 
 
 def main() -> None:

@@ -480,6 +480,89 @@ class BackpressureConfig(_Section):
         return self
 
 
+class TlsConfig(_Section):
+    cert: ConfigPath = Field(description="PEM certificate chain (relative to the config file).")
+    key: ConfigPath = Field(description="PEM private key (relative to the config file).")
+
+
+class SubmissionConfig(_Section):
+    """Client submission: AUTH after TLS; every key left unset takes [smtp]'s value."""
+
+    listen: list[Address] = Field(default_factory=list, description="STARTTLS (587 style).")
+    tls_listen: list[Address] = Field(default_factory=list, description="Implicit TLS (465 style).")
+    users_file: ConfigPath | None = Field(
+        None,
+        description="TOML: per user an argon2 hash and its addresses; default "
+        "data_dir/users.toml (relative to the config file's directory).",
+    )
+    allow_plaintext_auth: bool = Field(
+        False,
+        description="AUTH before TLS: for loopback tests only; every submission "
+        "address must then be loopback.",
+    )
+    auth_failure_delay: Duration = Field(
+        timedelta(seconds=1), description="Wait before answering 535 5.7.8."
+    )
+    max_auth_failures_per_client: PositiveInt = Field(
+        10,
+        description="Failed AUTHs from one address within auth_failure_window; the next"
+        " AUTH gets 421 4.7.0. trusted_networks are not exempt.",
+    )
+    auth_failure_window: Duration = Field(
+        timedelta(minutes=10), description="How long a failed AUTH counts against its address."
+    )
+    max_messages_per_minute_per_user: PositiveInt = Field(
+        120,
+        description="MAIL commands of one user: a burst of this many, then this many a"
+        " minute; more gets 421 4.7.0.",
+    )
+    delayed_ack: bool | None = None
+    max_ack_delay: Duration | None = None
+    max_message_size: PositiveInt | None = None
+    max_recipients: PositiveInt | None = None
+    max_line_length: int | None = Field(None, ge=1001, le=1_048_576)
+    idle_timeout: Duration | None = None
+    data_timeout: Duration | None = None
+    max_connections_per_client: PositiveInt | None = None
+    max_commands_per_session: PositiveInt | None = None
+    max_errors: PositiveInt | None = None
+    max_header_size: ByteSize | None = Field(None, gt=0)
+    max_messages_per_minute_per_client: PositiveInt | None = None
+
+    @field_validator("users_file", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def addresses(self) -> list[HostPort]:
+        return [*self.listen, *self.tls_listen]
+
+
+OVERRIDABLE_SMTP_KEYS = (
+    "delayed_ack",
+    "max_ack_delay",
+    "max_message_size",
+    "max_recipients",
+    "max_line_length",
+    "idle_timeout",
+    "data_timeout",
+    "max_connections_per_client",
+    "max_commands_per_session",
+    "max_errors",
+    "max_header_size",
+    "max_messages_per_minute_per_client",
+)
+"""The [smtp] keys a [submission] section may set for its own listeners."""
+
+
+def _is_loopback(address: HostPort) -> bool:
+    try:
+        return ipaddress.ip_address(address.host).is_loopback
+    except ValueError:
+        return address.host == "localhost"
+
+
 class RouteConfig(_Section):
     domains: list[DomainPattern] = Field(min_length=1)
     next_hops: list[Address] = Field(min_length=1)
@@ -489,6 +572,8 @@ class Config(_Section):
     local_domains: list[Domain] = Field(default_factory=list)
     node: NodeConfig = Field(default_factory=NodeConfig, validate_default=True)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
+    submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
+    tls: TlsConfig | None = None
     mailboxes: MailboxesConfig = Field(default_factory=MailboxesConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
@@ -507,6 +592,43 @@ class Config(_Section):
         if clash:
             raise ValueError(f"domains both local and routed: {', '.join(clash)}")
         return self
+
+    @model_validator(mode="after")
+    def _check_submission_tls(self) -> Config:
+        submission = self.submission
+        if submission.allow_plaintext_auth:
+            outside = [str(a) for a in submission.addresses if not _is_loopback(a)]
+            if outside:
+                raise ValueError(
+                    "submission.allow_plaintext_auth is for loopback only, but it would "
+                    "apply to " + ", ".join(outside)
+                )
+        if self.tls is not None:
+            return self
+        if submission.tls_listen:
+            raise ValueError("submission.tls_listen needs a [tls] section (cert and key)")
+        if submission.listen and not submission.allow_plaintext_auth:
+            raise ValueError(
+                "submission.listen needs a [tls] section (cert and key), or"
+                " allow_plaintext_auth = true on loopback addresses only"
+            )
+        return self
+
+    @property
+    def submission_smtp(self) -> SmtpConfig:
+        """The [smtp] settings as the submission listeners use them: [submission]'s own
+        values of the overridable keys in place of [smtp]'s."""
+        own = {
+            key: getattr(self.submission, key)
+            for key in OVERRIDABLE_SMTP_KEYS
+            if getattr(self.submission, key) is not None
+        }
+        return self.smtp.model_copy(update=own)
+
+    @property
+    def users_path(self) -> Path:
+        """The submission users file: submission.users_file or data_dir/users.toml."""
+        return self.submission.users_file or self.node.data_dir / "users.toml"
 
     @property
     def shadow_peers(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

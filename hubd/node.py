@@ -57,12 +57,15 @@ from hubd.shadow.delayed_ack import Departures
 from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
 from hubd.signals import LocalSignals, Signals
+from hubd.smtp.credentials import Credentials
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import LocalCounters, NodeCounters, session_limits
-from hubd.smtp.policy import ListenerPolicy, ShadowOffer
+from hubd.smtp.policy import ListenerPolicy, ShadowOffer, SubmissionOffer
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Inbound, Listener, start_listener
+from hubd.tls import ServerTls
 from hubd.tracking import Tracker, TrackingEvent
+from hubd.users import UsersFile
 from storage import (
     Database,
     Repository,
@@ -151,6 +154,8 @@ class Node:
         *,
         role: Role = ALL,
         sockets: Sequence[socket.socket] = (),
+        submission_sockets: Sequence[socket.socket] = (),
+        tls_sockets: Sequence[socket.socket] = (),
         signals: Signals | None = None,
         owner: str | None = None,
         counters: NodeCounters | None = None,
@@ -162,13 +167,19 @@ class Node:
         self._counters = counters if counters is not None else LocalCounters()
         self.role = role
         self._sockets = sockets
+        self._submission_sockets = submission_sockets
+        self._tls_sockets = tls_sockets
         self._local = LocalSignals() if signals is None else None
         self._signals: Signals = signals if signals is not None else self._local  # type: ignore[assignment]
         self._owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
         self._clock = clock
         self._rng = rng or random.Random()
         self._inbound: Inbound | None = None
+        self._credentials: Credentials | None = None
         self.listeners: list[Listener] = []
+        self._relay: list[Listener] = []
+        self._submission: list[Listener] = []
+        self._submission_tls: list[Listener] = []
         self._departures = Departures()
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -186,7 +197,17 @@ class Node:
     @property
     def relay_addresses(self) -> list[HostPort]:
         """The addresses the relay listeners really bound (ports resolved when 0)."""
-        return [listener.address for listener in self.listeners]
+        return [listener.address for listener in self._relay]
+
+    @property
+    def submission_addresses(self) -> list[HostPort]:
+        """The addresses the STARTTLS submission listeners really bound."""
+        return [listener.address for listener in self._submission]
+
+    @property
+    def submission_tls_addresses(self) -> list[HostPort]:
+        """The addresses the implicit-TLS submission listeners really bound."""
+        return [listener.address for listener in self._submission_tls]
 
     @property
     def database(self) -> Database:
@@ -368,15 +389,48 @@ class Node:
         if self._local is not None:
             self._local.on_left = self._departures.left
         self._inbound = self._make_inbound(core)
+        if self._credentials is not None:
+            stack.callback(self._credentials.close)
         policy = self._relay_policy(core)
         config = self.config
-        sockets: Iterable[socket.socket | HostPort] = self._sockets or config.smtp.listen
-        for where in sockets:
+        relay: Iterable[socket.socket | HostPort] = self._sockets or config.smtp.listen
+        await self._serve(stack, self._relay, relay, policy)
+        submission = config.submission
+        if not submission.addresses:
+            return
+        if submission.allow_plaintext_auth:
+            log.warning(
+                "submission.allow_plaintext_auth is on: passwords may cross loopback in the"
+                " clear (for tests only)"
+            )
+        starttls = self._submission_policy(core, starttls=config.tls is not None)
+        where = self._submission_sockets or submission.listen
+        await self._serve(stack, self._submission, where, starttls)
+        implicit = self._submission_policy(core, starttls=False)
+        where = self._tls_sockets or submission.tls_listen
+        await self._serve(stack, self._submission_tls, where, implicit, implicit_tls=True)
+
+    async def _serve(
+        self,
+        stack: contextlib.AsyncExitStack,
+        kept: list[Listener],
+        where: Iterable[socket.socket | HostPort],
+        policy: ListenerPolicy,
+        *,
+        implicit_tls: bool = False,
+    ) -> None:
+        assert self._inbound is not None
+        for place in where:
             listener = await start_listener(
-                where, policy, self._inbound, backlog=config.smtp.listen_backlog
+                place,
+                policy,
+                self._inbound,
+                backlog=self.config.smtp.listen_backlog,
+                implicit_tls=implicit_tls,
             )
             stack.push_async_callback(listener.close)
             self.listeners.append(listener)
+            kept.append(listener)
 
     def _start_pickup(self, core: _Core, group: asyncio.TaskGroup) -> Pickup | None:
         # One process per node scans the directories: the one that watches peers.
@@ -435,12 +489,15 @@ class Node:
             origin_prefix=f"{config.node.name}.{core.database.incarnation}",
             on_commit=self._signals.work,
         )
+        if config.submission.addresses:
+            self._credentials = Credentials(UsersFile(config.users_path))
         executor = Executor(
             intake=intake,
             clock=self._clock,
             departures=self._departures,
             ledger=core.ledger,
             tracker=core.tracker,
+            credentials=self._credentials,
         )
         spool = core.database.spool
         spool.prepare()
@@ -452,6 +509,7 @@ class Node:
             spool=spool,
             spool_threshold=config.smtp.spool_threshold,
             pressure=self.pressure,
+            tls=ServerTls(config.tls) if config.tls is not None else None,
         )
 
     def _relay_policy(self, core: _Core) -> ListenerPolicy:
@@ -459,15 +517,41 @@ class Node:
         smtp = config.smtp
         return ListenerPolicy(
             hostname=config.node.hostname,
-            relay=RelayPolicy(
-                router=core.router,
-                trusted_networks=smtp.trusted_networks,
-                catch_all=config.mailboxes.catch_all,
-                known_recipients=frozenset(config.mailboxes.recipients),
-            ),
+            relay=self._relay_rule(core),
             limits=session_limits(smtp),
             shadow=ShadowOffer(core.me, config.shadow_peers) if config.shadow.enabled else None,
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
+            starttls=config.tls is not None,
+        )
+
+    def _relay_rule(self, core: _Core) -> RelayPolicy:
+        config = self.config
+        return RelayPolicy(
+            router=core.router,
+            trusted_networks=config.smtp.trusted_networks,
+            catch_all=config.mailboxes.catch_all,
+            known_recipients=frozenset(config.mailboxes.recipients),
+            postmaster_domain=config.local_domains[0] if config.local_domains else None,
+        )
+
+    def _submission_policy(self, core: _Core, *, starttls: bool) -> ListenerPolicy:
+        """A submission listener's: AUTH, no XSHADOW, [submission]'s own limits."""
+        config = self.config
+        smtp = config.submission_smtp
+        submission = config.submission
+        return ListenerPolicy(
+            hostname=config.node.hostname,
+            relay=self._relay_rule(core),
+            limits=session_limits(smtp),
+            max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
+            starttls=starttls,
+            submission=SubmissionOffer(
+                plaintext_auth=submission.allow_plaintext_auth,
+                failure_delay=submission.auth_failure_delay.total_seconds(),
+                max_failures=submission.max_auth_failures_per_client,
+                failure_window=submission.auth_failure_window.total_seconds(),
+                max_messages_per_minute_per_user=submission.max_messages_per_minute_per_user,
+            ),
         )
 
     def _pickup(self, core: _Core) -> Pickup:

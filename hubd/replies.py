@@ -93,6 +93,27 @@ NEEDS_RCPT = Reply(503, "5.5.1", "Need RCPT command")
 # RFC 4954 4: AUTH where it is not offered is a command out of sequence.
 AUTH_NOT_OFFERED = Reply(503, "5.5.1", "AUTH is not offered on this listener")
 
+# TLS and AUTH (RFC 3207, RFC 4954, RFC 3463 X.7.x).
+READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+TLS_ALREADY = Reply(503, "5.5.1", "TLS is already active")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
+AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
+AUTH_MECHANISM_UNKNOWN = Reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_RESPONSE = Reply(501, "5.5.2", "Cannot decode the authentication response")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure; try again later")
+TOO_MANY_AUTH_FAILURES = Reply(
+    421, "4.7.0", "Too many failed authentications from your address; closing connection"
+)
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")
+TOO_MANY_MESSAGES_FROM_USER = Reply(
+    421, "4.7.0", "Too many messages from this user; try again later"
+)
+
 # Policy.
 RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied")
 NO_SUCH_USER = Reply(550, "5.1.1", "No such user here")
@@ -166,6 +187,11 @@ def help_commands(verbs: Sequence[str]) -> Reply:
 def help_syntax(syntax: str) -> Reply:
     """The reply to HELP <command>."""
     return Reply(214, "2.0.0", f"Syntax: {syntax}")
+
+
+def auth_challenge(challenge: str) -> Reply:
+    """A SASL challenge (RFC 4954 4): 334 and base64 text, empty for "send your response"."""
+    return Reply(334, "", challenge)
 
 
 def queued(queue_id: str) -> Reply:

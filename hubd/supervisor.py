@@ -70,6 +70,12 @@ class Running(Protocol):
     @property
     def relay_addresses(self) -> list[HostPort]: ...
 
+    @property
+    def submission_addresses(self) -> list[HostPort]: ...
+
+    @property
+    def submission_tls_addresses(self) -> list[HostPort]: ...
+
 
 async def run_node(
     config: Config, config_path: Path, lock_fd: int, on_ready: Callable[[Running], None]
@@ -187,6 +193,8 @@ class Supervisor:
         self._children: list[_Child] = []
         self._wakes: list[int] = []  # write ends of the delivery processes' wake-up pipes
         self.relay_addresses: list[HostPort] = []
+        self.submission_addresses: list[HostPort] = []
+        self.submission_tls_addresses: list[HostPort] = []
         self._run_id = f"{os.getpid()}-{secrets.token_hex(3)}"
         self._level = Level.NORMAL
 
@@ -212,12 +220,25 @@ class Supervisor:
                 admin.attach(repository, self._flush_all)
                 admin.pressure = lambda: self._level
                 upkeep = start_upkeep(database, repository, group)
-                sockets = [_bind(a, config.smtp.listen_backlog) for a in config.smtp.listen]
-                self.relay_addresses = [
-                    HostPort(host=a.host, port=s.getsockname()[1])
-                    for a, s in zip(config.smtp.listen, sockets, strict=True)
-                ]
-                self._children = self._slots(sockets)
+                backlog = config.smtp.listen_backlog
+                # Every acceptor serves every listener: each gets all the bound sockets.
+                bound = {
+                    kind: [_bind(a, backlog) for a in addresses]
+                    for kind, addresses in (
+                        ("listen", config.smtp.listen),
+                        ("submission", config.submission.listen),
+                        ("submission_tls", config.submission.tls_listen),
+                    )
+                }
+                sockets = [sock for kind in bound.values() for sock in kind]
+                self.relay_addresses = _addresses(config.smtp.listen, bound["listen"])
+                self.submission_addresses = _addresses(
+                    config.submission.listen, bound["submission"]
+                )
+                self.submission_tls_addresses = _addresses(
+                    config.submission.tls_listen, bound["submission_tls"]
+                )
+                self._children = self._slots(bound)
                 gauge = self._gauge(database.path, tracker)
                 group.create_task(gauge.run(), name="back-pressure")
                 for child in self._children:
@@ -270,7 +291,7 @@ class Supervisor:
         for child in self._children:
             send_pressure(child.pressure_write, level)
 
-    def _slots(self, sockets: list[socket.socket]) -> list[_Child]:
+    def _slots(self, bound: dict[str, list[socket.socket]]) -> list[_Child]:
         plan = self._plan
         wakes = [_pipe() for _ in range(plan.deliverers)]
         self._wakes = [w for _, w in wakes]
@@ -295,7 +316,7 @@ class Supervisor:
             )
             fds = {
                 **common,
-                "listen": [s.fileno() for s in sockets],
+                **{kind: [s.fileno() for s in socks] for kind, socks in bound.items()},
                 "departures_read": departures[index][0],
                 "counters": counters,
             }
@@ -446,6 +467,14 @@ def _child(name: str, role: Role, fds: dict[str, int | list[int]]) -> _Child:
     return _Child(
         name, role, {**fds, "pressure_read": pressure_read}, ready_read, ready_write, pressure_write
     )
+
+
+def _addresses(configured: list[HostPort], sockets: list[socket.socket]) -> list[HostPort]:
+    """The addresses bound, with the ports the kernel chose for port 0."""
+    return [
+        HostPort(host=a.host, port=s.getsockname()[1])
+        for a, s in zip(configured, sockets, strict=True)
+    ]
 
 
 def _fd_list(fds: dict[str, int | list[int]]) -> list[int]:

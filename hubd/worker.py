@@ -52,7 +52,6 @@ async def _serve(spec: dict[str, Any]) -> None:
     )
     signals = PipeSignals(ends)
     await signals.open()
-    sockets = [socket.socket(fileno=fd) for fd in fds["listen"]]
     shared = spec.get("counters")
     counters = (
         SharedCounters(
@@ -61,10 +60,16 @@ async def _serve(spec: dict[str, Any]) -> None:
         if shared is not None
         else None
     )
+
+    def inherited(kind: str) -> list[socket.socket]:
+        return [socket.socket(fileno=fd) for fd in fds.get(kind, [])]
+
     node = Node(
         config,
         role=Role(**spec["role"]),
-        sockets=sockets,
+        sockets=inherited("listen"),
+        submission_sockets=inherited("submission"),
+        tls_sockets=inherited("submission_tls"),
         signals=signals,
         owner=spec["owner"],
         counters=counters,

@@ -14,6 +14,7 @@ from hubd.config import parse_config
 from hubd.dns_server import DnsServer
 from hubd.node import Node
 from hubd.testing import free_loopback_address
+from tests.pki import Pki
 
 # The shared corpus sits beside the checkout (../shared/corpus); HUBD_CORPUS points elsewhere
 # (the test of what happens when it is missing uses it).
@@ -109,3 +110,9 @@ def dns_server() -> Iterator[DnsServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A test certificate authority in tmp_path/pki (trustme)."""
+    return Pki.create(tmp_path / "pki")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hubd.cluster import pki
 from hubd.config import write_config
 
 CLUSTER_DOMAIN = "corp.test"
@@ -140,7 +141,8 @@ def zone_text(layout: Layout) -> str:
 def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
     """The hubd.toml of one node, as a dictionary."""
     hubs = [n for n in layout.nodes if n.role is Role.HUB]
-    listen = [plan.relay] + ([plan.submission] if plan.submission else [])
+    root = Path(layout.directory)
+    cert, key = pki.node_tls(Path(plan.home))
     settings: dict[str, Any] = {
         "local_domains": [],
         "node": {
@@ -150,9 +152,16 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
             # One process each: a local cluster of six nodes on a laptop, quick to start.
             "processes": 1,
         },
-        "smtp": {"listen": listen, "trusted_networks": ["127.0.0.0/8", "::1/128"]},
+        "smtp": {"listen": [plan.relay], "trusted_networks": ["127.0.0.0/8", "::1/128"]},
+        # Every node has a certificate of the cluster's CA, and checks its next hop's.
+        "tls": {"cert": str(cert), "key": str(key)},
         "queue": {"retry": ["5s", "30s", "1m", "5m"], "expiry": "2d", "delay_notice": "4h"},
-        "delivery": {"mx_port": RELAY_PORT, "tls": "off", "connect_timeout": "5s"},
+        "delivery": {
+            "mx_port": RELAY_PORT,
+            "tls": "verify",
+            "tls_ca": str(pki.ca_file(root)),
+            "connect_timeout": "5s",
+        },
         "dns": {"nameservers": [layout.dns_address], "ipv6": "fallback", "timeout": "3s"},
         "shadow": {
             "peers": ["127.0.0.0/8"],
@@ -160,6 +169,12 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
             "heartbeat_failures": 3,
         },
     }
+    if plan.submission:
+        # STARTTLS and AUTH; the ready user (and any `hubd user add`) is in one shared file.
+        settings["submission"] = {
+            "listen": [plan.submission],
+            "users_file": str(pki.users_file(root)),
+        }
     if plan.role is Role.MAILSTORE:
         settings["local_domains"] = [CLUSTER_DOMAIN]
     elif plan.role is Role.OUTSIDE:
@@ -174,9 +189,19 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
     return settings
 
 
+def identities(plan: NodePlan) -> tuple[str, ...]:
+    """What a node's certificate names: its address, its name, and its MX name if any."""
+    names = (plan.host, f"{plan.name}.hubd.test")
+    return (*names, f"mx1.{OUTSIDE_DOMAIN}") if plan.role is Role.OUTSIDE else names
+
+
 def write_layout(layout: Layout) -> None:
-    """Write every node's config (and the DNS zone) and the cluster's state file."""
+    """Write every node's config (and the DNS zone), the certificates and the ready user
+    (kept when they exist), and the cluster's state file."""
     root = Path(layout.directory)
+    pki.ensure_pki(
+        root, {Path(p.home): identities(p) for p in layout.nodes if p.role is not Role.DNS}
+    )
     for plan in layout.nodes:
         Path(plan.home).mkdir(parents=True, exist_ok=True)
         if plan.role is Role.DNS:

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hubd.cluster import pki
 from hubd.cluster.control import is_up, node_pid
 from hubd.cluster.layout import Layout, Role
 from storage.summary import summarise_queue
@@ -86,6 +87,12 @@ def format_table(statuses: list[NodeStatus], layout: Layout) -> str:
     for plan in layout.nodes:
         if plan.role in (Role.MAILSTORE, Role.OUTSIDE):
             lines.append(f"mailboxes of {plan.name}: {Path(plan.data_dir) / 'mailboxes'}")
+    root = Path(layout.directory)
+    lines.append(f"CA (STARTTLS everywhere, deliveries verified): {pki.ca_file(root)}")
+    lines.append(
+        f"submission user: {pki.CLIENT_USER} (sends as {', '.join(pki.CLIENT_ADDRESSES)}),"
+        f" password in {pki.password_file(root)}"
+    )
     return "\n".join(lines)
 
 

@@ -1,16 +1,16 @@
 """What a session asks its caller to do, and what the caller reports back.
 
 Owns: the action values a Session returns (read DATA, commit, wait for a departure, the
-XSHADOW bookkeeping, close) and the outcome values fed back to Session.finish().
+XSHADOW bookkeeping, start TLS, check credentials, close) and the outcome values fed back
+to Session.finish().
 Public: Step, the Action and Outcome types below.
-Limits: part 2 of issue 10 adds StartTls and CheckCredentials beside these.
 See also: hubd/smtp/session.py (makes them), hubd/smtp/executor.py and
 hubd/smtp/server.py (carry them out).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hubd.replies import Reply
 from hubd.shadow.protocol import Hello
@@ -67,12 +67,27 @@ class DropTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTls:
+    """Run the TLS handshake (after the 220 to STARTTLS); report TlsStarted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCredentials:
+    """Check a submission user's password, off the event loop; report Authenticated,
+    NotAuthenticated (after `failure_delay`) or AuthBusy."""
+
+    username: str
+    password: str = field(repr=False)
+    failure_delay: float
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection, after sending the step's reply."""
 
 
-NodeAction = Commit | AwaitDeparture | RegisterUpstream | ListNotices | DropTaken
-Action = ReceiveData | Close | NodeAction
+NodeAction = Commit | AwaitDeparture | RegisterUpstream | ListNotices | DropTaken | CheckCredentials
+Action = ReceiveData | StartTls | Close | NodeAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +128,27 @@ class TakenDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsStarted:
+    version: str  # "TLSv1.3"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    user: str
+    addresses: frozenset[str]  # lower-case: the envelope senders it may use
+
+
+@dataclass(frozen=True, slots=True)
+class NotAuthenticated:
+    """No such user, or the wrong password (the two are not told apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthBusy:
+    """Too many password checks are waiting: try again later."""
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The action could not be carried out (a storage fault); logged where it happened."""
 
@@ -127,6 +163,10 @@ Outcome = (
     | NoticesListed
     | AckRefused
     | TakenDropped
+    | TlsStarted
+    | Authenticated
+    | NotAuthenticated
+    | AuthBusy
     | Failed
 )
 

@@ -60,6 +60,7 @@ class DataSummary:
     size: int  # octets of content kept (after unstuffing), up to the first fault
     received: int  # Received: headers in the header section, up to the first fault
     message_id: str | None
+    has_date: bool = False  # a Date: field is in the header section
 
 
 class DataReader:
@@ -74,6 +75,7 @@ class DataReader:
         self._seen_field = False
         self._message_id: bytes | None = None
         self._reading_message_id = False
+        self._has_date = False
         self.size = 0
         self.received = 0
         self.fault: ContentFault | None = None
@@ -125,7 +127,7 @@ class DataReader:
             value = _FOLD.sub(b" ", self._message_id).strip()
             text = "".join(c for c in value.decode("utf-8", "replace") if c.isprintable())
             message_id = text[:MAX_MESSAGE_ID] or None
-        return DataSummary(self.fault, self.size, self.received, message_id)
+        return DataSummary(self.fault, self.size, self.received, message_id, self._has_date)
 
     def _bulk_ready(self) -> bool:
         # Past the header section, with nothing refused and no long line being skipped,
@@ -231,6 +233,8 @@ class DataReader:
         self._reading_message_id = name == b"message-id" and self._message_id is None
         if self._reading_message_id:
             self._message_id = line[field.end() :]
+        if name == b"date":
+            self._has_date = True
         if name == b"received":
             self.received += 1
             if self.received > self._limits.max_received_headers:

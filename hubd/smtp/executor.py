@@ -1,4 +1,5 @@
-"""Carrying out what sessions ask of the node: commits, delayed acks, XSHADOW bookkeeping.
+"""Carrying out what sessions ask of the node: commits, delayed acks, XSHADOW bookkeeping,
+password checks.
 
 Owns: running a session's node actions (hubd/smtp/actions.py) against the intake, the
 departures of delayed acknowledgement and the shadow ledger, turning their failures into a
@@ -21,6 +22,7 @@ from hubd.shadow.delayed_ack import Departures
 from hubd.smtp.actions import (
     AckRefused,
     AwaitDeparture,
+    CheckCredentials,
     Commit,
     Committed,
     Departed,
@@ -34,6 +36,7 @@ from hubd.smtp.actions import (
     TakenDropped,
     UpstreamRegistered,
 )
+from hubd.smtp.credentials import Credentials
 from hubd.smtp.message import ReceivedMessage
 from hubd.tracking import Tracker, TrackingEvent
 from storage.errors import is_disk_full, log_failure
@@ -55,8 +58,10 @@ class Executor:
         departures: Departures | None = None,
         ledger: ShadowLedger | None = None,
         tracker: Tracker | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._intake = intake
+        self._credentials = credentials
         self._clock = clock
         self._departures = departures
         self._ledger = ledger
@@ -77,6 +82,11 @@ class Executor:
             if self._departures is None:
                 return Departed(left=False)
             return Departed(await self._departures.wait(action.queue_id, action.limit))
+        if isinstance(action, CheckCredentials):
+            if self._credentials is None:
+                log.error("AUTH on a node with no users file")
+                return Failed()
+            return await self._credentials.check(action)
         try:
             return await self._shadow(action)
         except Exception as error:

@@ -1,7 +1,8 @@
 """Limits on what a client controls, and the node-wide counters that enforce some of them.
 
 Owns: a listener's limits as one value, and the counters a node shares between its
-sessions: sessions open, connections per client, and each client's message rate.
+sessions: sessions open, connections per client, each client's (and submission user's)
+message rate, and each client's failed AUTHs.
 Public: SessionLimits, session_limits(), Occupancy, NodeCounters (the interface),
 LocalCounters, client_key().
 Failures: none raised.
@@ -83,6 +84,14 @@ class NodeCounters(Protocol):
         """Count a message from `client` at `now`; False when it is over its rate."""
         ...
 
+    def auth_failures(self, client: str, now: float, window: float) -> int:
+        """Failed AUTHs from `client` in the last `window` seconds."""
+        ...
+
+    def auth_failed(self, client: str, now: float, window: float) -> int:
+        """Count a failed AUTH from `client`; the failures in the window, this one included."""
+        ...
+
 
 def client_key(ip: str) -> str:
     """The name per-client limits count under: an IPv4 address, or an IPv6 /64."""
@@ -104,6 +113,7 @@ class LocalCounters:
         self._sessions = 0
         self._per_client: dict[str, int] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, as of)
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (count, window start)
         self._sweep_at = _SWEEP_AFTER
 
     def connect(self, client: str) -> Occupancy:
@@ -130,6 +140,20 @@ class LocalCounters:
         if len(self._buckets) >= self._sweep_at:
             self._sweep(now)
         return allowed
+
+    def auth_failures(self, client: str, now: float, window: float) -> int:
+        count, since = self._failures.get(client, (0, now))
+        return count if now - since < window else 0
+
+    def auth_failed(self, client: str, now: float, window: float) -> int:
+        count = self.auth_failures(client, now, window)
+        since = self._failures[client][1] if count else now
+        self._failures[client] = (count + 1, since)
+        if len(self._failures) >= _SWEEP_AFTER:
+            self._failures = {
+                key: state for key, state in self._failures.items() if now - state[1] < window
+            }
+        return count + 1
 
     def _sweep(self, now: float) -> None:
         # A client quiet for a minute has a full bucket again: its entry says nothing.

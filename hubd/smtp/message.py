@@ -5,7 +5,8 @@ the header section of a stored message.
 Public: ReceivedMessage, received_header(), header_section().
 Failures: none raised.
 Limits: the Received: header holds the HELO name and the client's address, both checked by
-the session before they get here (no control characters, valid UTF-8).
+the session before they get here (no control characters, valid UTF-8), and a user name from
+the users file (whose names are plain ASCII).
 See also: RFC 5321 4.4 (trace information), hubd/intake.py (the commit), hubd/dsn.py.
 """
 
@@ -61,14 +62,20 @@ def received_header(
     queue_id: str,
     recipients: list[str],
     now: datetime,
+    tls: str | None = None,
+    user: str | None = None,
 ) -> bytes:
-    """hubd's Received: header (RFC 5321 4.4), folded, ending in CRLF."""
+    """hubd's Received: header (RFC 5321 4.4), folded, ending in CRLF; with the TLS
+    version and the authenticated user as a comment when there are (RFC 8314 7.4 style)."""
     # RFC 5321 4.1.3: an IPv6 address literal carries the "IPv6:" tag.
     literal = f"IPv6:{client_ip}" if ":" in client_ip else client_ip
     lines = [
         f"Received: from {helo} ([{literal}])",
         f"\tby {hostname} (hubd) with {protocol} id {queue_id}",
     ]
+    notes = ([f"using {tls}"] if tls else []) + ([f"authenticated as {user}"] if user else [])
+    if notes:
+        lines.insert(1, f"\t({'; '.join(notes)})")
     tail = f"; {format_datetime(now)}"
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>{tail}")

@@ -1,10 +1,10 @@
 """What a listener offers and enforces, as one value handed to each of its sessions.
 
 Owns: the shape of a listener's policy: its name, relay rule, limits, whether it speaks
-XSHADOW with peers, and whether it delays acknowledgements.
-Public: ListenerPolicy, ShadowOffer.
-Limits: relay listeners only; submission (AUTH, TLS) and peer-only listeners will be more
-fields here, not branches in the glue.
+XSHADOW with peers, whether it offers STARTTLS, whether it is a submission listener (AUTH,
+senders bound to users) and whether it delays acknowledgements.
+Public: ListenerPolicy, ShadowOffer, SubmissionOffer.
+Limits: a listener is relay or submission; peer-only listeners would be one more field.
 See also: hubd/smtp/session.py (reads it), hubd/node.py (builds it from the config).
 """
 
@@ -42,6 +42,17 @@ class ShadowOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmissionOffer:
+    """AUTH on this listener, and what it requires: a submission listener (`[submission]`)."""
+
+    plaintext_auth: bool  # AUTH before TLS: allow_plaintext_auth, for loopback tests only
+    failure_delay: float  # seconds before a 535
+    max_failures: int  # failed AUTHs per client address within failure_window; then 421
+    failure_window: float
+    max_messages_per_minute_per_user: int
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """Everything a session of one listener decides with, besides the node-wide counters."""
 
@@ -50,3 +61,5 @@ class ListenerPolicy:
     limits: SessionLimits
     shadow: ShadowOffer | None = None
     max_ack_delay: float | None = None  # delayed acknowledgement; None: answer at commit
+    starttls: bool = False  # STARTTLS offered ([tls] is set and TLS is not implicit)
+    submission: SubmissionOffer | None = None  # None: a relay listener (no AUTH)

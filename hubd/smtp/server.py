@@ -1,7 +1,8 @@
 """The SMTP glue: carries bytes between a socket and a Session, and runs its actions.
 
 Owns: the per-connection protocol (asyncio streams: read a line, feed the session, send its
-reply, run its action), reading DATA (the one place that does: in chunks of what arrived,
+reply, run its action), the TLS handshakes (STARTTLS, and implicit TLS before the greeting),
+reading DATA (the one place that does: in chunks of what arrived,
 into memory or, past `smtp.spool_threshold`, a spool file), the idle and DATA timeouts, the
 live sessions of a node (so shutdown can drain them), and binding listeners.
 Public: Inbound, Listener, HubSMTP, start_listener().
@@ -21,20 +22,32 @@ import contextlib
 import logging
 import random
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from hubd import replies
 from hubd.backpressure import Level
 from hubd.config import HostPort
 from hubd.replies import Reply
-from hubd.smtp.actions import Close, Commit, DataReceived, Failed, ReceiveData, Step
+from hubd.smtp.actions import (
+    Close,
+    Commit,
+    DataReceived,
+    Failed,
+    ReceiveData,
+    StartTls,
+    Step,
+    TlsStarted,
+)
 from hubd.smtp.data import DataReader
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import NodeCounters
 from hubd.smtp.policy import ListenerPolicy
 from hubd.smtp.session import Session, TimeoutKind
 from hubd.smtp.spooling import BodyBuffer, SpooledContent
+from hubd.tls import ServerTls, tls_version
 from storage import Spool
 from storage.errors import is_disk_full
 
@@ -42,6 +55,7 @@ log = logging.getLogger(__name__)
 
 
 _DATA_CHUNK = 1 << 16
+_HANDSHAKE_TIMEOUT = 30.0  # seconds, at most (a client that stalls mid-handshake is cut off)
 
 
 class _TooLong:
@@ -63,6 +77,7 @@ class Inbound:
     spool_threshold: int = 1 << 20
     pressure: Callable[[], Level] = lambda: Level.NORMAL  # the node's back-pressure level
     inflight: int = 0  # bytes of DATA received and not yet committed (or dropped)
+    tls: ServerTls | None = None  # the certificate, for STARTTLS and implicit TLS
     live: set[HubSMTP] = field(default_factory=set)
 
     async def drain(self, grace: float) -> None:
@@ -75,34 +90,38 @@ class Inbound:
 class HubSMTP(asyncio.StreamReaderProtocol):
     """One connection, with hubd's session doing the talking."""
 
-    def __init__(self, policy: ListenerPolicy, inbound: Inbound) -> None:
+    def __init__(
+        self, policy: ListenerPolicy, inbound: Inbound, *, implicit_tls: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         # The reader's limit is the longest line: a longer one is read to its end and refused.
         self._reader = asyncio.StreamReader(limit=policy.limits.content.max_line_length, loop=loop)
-        super().__init__(self._reader, loop=loop)
+        # As a server's protocol (a client_connected_cb, which starts the session), so that
+        # StreamWriter.start_tls() takes the server side of the handshake.
+        super().__init__(self._reader, client_connected_cb=self._connected, loop=loop)
         self._policy = policy
         self._inbound = inbound
+        self._implicit_tls = implicit_tls
         self.transport: asyncio.BaseTransport | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task[None] | None = None
         self._unread = b""  # bytes after the end of DATA: the client's next commands
         self._held = 0  # this session's part of inbound.inflight
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         self.transport = transport
-        self._writer = asyncio.StreamWriter(
-            transport,  # type: ignore[arg-type]
-            self,
-            self._reader,
-            self._loop,  # type: ignore[attr-defined]
-        )
-        self._task = asyncio.get_running_loop().create_task(self._handle_client())
+        super().connection_made(transport)  # calls _connected(), which starts the session
+
+    def _connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        self._writer = writer
+        return self._handle_client()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._task is not None:
-            self._task.cancel()
+        task: asyncio.Task[None] | None = getattr(self, "_task", None)  # the session's
+        if task is not None:
+            task.cancel()
         self.transport = None
 
     async def _handle_client(self) -> None:
@@ -110,13 +129,22 @@ class HubSMTP(asyncio.StreamReaderProtocol):
         transport = self.transport
         assert transport is not None
         peer = transport.get_extra_info("peername")
+        client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        tls = None
+        if self._implicit_tls:
+            try:
+                tls = await self._handshake()
+            except (OSError, TimeoutError):
+                self._hang_up()
+                return  # no session yet: a client that cannot do TLS is just gone
         session = Session(
             self._policy,
-            client_ip=str(peer[0]) if isinstance(peer, tuple) else str(peer),
+            client_ip=client_ip,
             counters=self._inbound.counters,
             clock=self._inbound.clock,
             rng=self._inbound.rng,
             pressure=self._inbound.pressure,
+            tls=tls,
         )
         self._inbound.live.add(self)
         try:
@@ -124,8 +152,8 @@ class HubSMTP(asyncio.StreamReaderProtocol):
             while step is not None:
                 await self._perform(session, step)
                 step = None if session.closed else await self._next_command(session)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away, or stopped reading our replies
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
+            pass  # the client went away, stopped reading our replies, or botched TLS
         except Exception:
             log.exception("inbound session from %s failed", session.client_ip)
             self.close_with(replies.LOCAL_ERROR_CLOSING)
@@ -162,10 +190,31 @@ class HubSMTP(asyncio.StreamReaderProtocol):
                 return
             if isinstance(action, ReceiveData):
                 next_step = await self._receive_data(session, action)
+            elif isinstance(action, StartTls):
+                next_step = session.finish(TlsStarted(await self._handshake()))
             else:
                 next_step = session.finish(await self._inbound.executor.run(action))
                 if isinstance(action, Commit):
                     self._release()  # committed or failed: no longer in flight
+
+    async def _handshake(self) -> str:
+        """Turn the connection into TLS (server side); the protocol version it got."""
+        tls = self._inbound.tls
+        writer = self._writer
+        assert tls is not None
+        assert writer is not None
+        # Plain text sent after STARTTLS but before the handshake is an injection attempt
+        # (CVE-2011-0411): none of it may count as sent under TLS. StreamReader has no public
+        # way to drop what it holds. (start_tls stops reading before its first await, so
+        # nothing plain can arrive after this.)
+        self._unread = b""
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        await writer.start_tls(
+            tls.context(),
+            ssl_handshake_timeout=min(_HANDSHAKE_TIMEOUT, self._policy.limits.idle_timeout),
+        )
+        self.transport = writer.transport
+        return tls_version(writer.get_extra_info("ssl_object")) or "TLS"
 
     async def _receive_data(self, session: Session, action: ReceiveData) -> Step | None:
         """Read the message text; the only place DATA is read."""
@@ -343,15 +392,23 @@ class Listener:
 
 
 async def start_listener(
-    where: HostPort | socket.socket, policy: ListenerPolicy, inbound: Inbound, *, backlog: int
+    where: HostPort | socket.socket,
+    policy: ListenerPolicy,
+    inbound: Inbound,
+    *,
+    backlog: int,
+    implicit_tls: bool = False,
 ) -> Listener:
     """Serve SMTP sessions under `policy` on `where`: an address to bind, or a socket bound
     already (by the supervisor of a node of several processes). asyncio calls listen() with
-    `backlog` on either."""
+    `backlog` on either. With `implicit_tls` every connection starts with a TLS handshake
+    (465 style), with the certificate in `inbound.tls`."""
     loop = asyncio.get_running_loop()
+    if (implicit_tls or policy.starttls) and inbound.tls is None:
+        raise ValueError("a TLS listener needs inbound.tls")
 
     def factory() -> HubSMTP:
-        return HubSMTP(policy, inbound)
+        return HubSMTP(policy, inbound, implicit_tls=implicit_tls)
 
     if isinstance(where, socket.socket):
         server = await loop.create_server(factory, sock=where, backlog=backlog)

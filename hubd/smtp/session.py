@@ -1,16 +1,18 @@
 """One inbound SMTP session as a state machine: lines in, replies and actions out (sans-IO).
 
-Owns: the order of commands (greeting, HELO/EHLO, MAIL, RCPT, DATA), each command's syntax
-and reply, the session limits (commands, errors, recipients, message rate, connections),
-building the message and its Received: header at the end of DATA, and what the XSHADOW
-verbs may do.
+Owns: the order of commands (greeting, HELO/EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA), each
+command's syntax and reply, the session limits (commands, errors, recipients, message rate,
+connections, failed AUTHs), who may send as whom on submission listeners, building the
+message and its Received: header (and a submission's missing Date and Message-ID) at the end
+of DATA, and what the XSHADOW verbs may do.
 Public: Session, Phase, TimeoutKind.
 Failures: none raised for any client input; every outcome is a Step. A call out of order
 (a line while an action is pending) is a bug in the caller and raises RuntimeError.
-Limits: no AUTH or STARTTLS yet (part 2 of issue 10): AUTH gets 503 5.5.1 and STARTTLS
-502 5.5.1, and neither is advertised.
+Limits: AUTH PLAIN and LOGIN only; STARTTLS where the policy offers it (502 5.5.1
+elsewhere), AUTH only on submission listeners (503 5.5.1 elsewhere).
 See also: hubd/smtp/actions.py (the steps), hubd/smtp/server.py (the glue that feeds it),
-RFC 5321 4.1 and 4.3.2 (commands and replies), RFC 1869, 1870, 3461, 6152, 6531.
+RFC 5321 4.1 and 4.3.2 (commands and replies), RFC 1869, 1870, 3207, 3461, 4954, 6152,
+6409, 6531.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from hubd import replies
 from hubd.backpressure import Level, admits
@@ -30,7 +33,10 @@ from hubd.smtp import xshadow
 from hubd.smtp.actions import (
     AckRefused,
     Action,
+    AuthBusy,
+    Authenticated,
     AwaitDeparture,
+    CheckCredentials,
     Close,
     Commit,
     Committed,
@@ -39,12 +45,15 @@ from hubd.smtp.actions import (
     DropTaken,
     Failed,
     ListNotices,
+    NotAuthenticated,
     NoticesListed,
     Outcome,
     ReceiveData,
     RegisterUpstream,
+    StartTls,
     Step,
     TakenDropped,
+    TlsStarted,
     UpstreamRegistered,
 )
 from hubd.smtp.address import parse_mailbox, split_path
@@ -54,7 +63,15 @@ from hubd.smtp.limits import NodeCounters, client_key
 from hubd.smtp.message import ReceivedMessage, received_header
 from hubd.smtp.params import MailParams, RcptParams, parse_mail_params, parse_rcpt_params
 from hubd.smtp.policy import ListenerPolicy
-from hubd.smtp.relay import decide_recipient
+from hubd.smtp.relay import decide_recipient, postmaster
+from hubd.smtp.sasl import (
+    LOGIN_PASSWORD,
+    LOGIN_USERNAME,
+    MECHANISMS,
+    decode_response,
+    login_text,
+    plain_credentials,
+)
 
 MAX_UNKNOWN_COMMANDS = 5  # the fifth unknown command ends the session (as in aiosmtpd)
 _LOCAL_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+")
@@ -77,6 +94,8 @@ _SYNTAX = {
     "QUIT": "QUIT",
     "RCPT": "RCPT TO:<address> [parameters]",
     "RSET": "RSET",
+    "STARTTLS": "STARTTLS",
+    "AUTH": "AUTH PLAIN|LOGIN [initial-response]",
     "VRFY": "VRFY <address>",
     "XQDISCARD": "XQDISCARD <max> [ACK=<seq>]",
     "XQTAKEN": "XQTAKEN <queue-id>...",
@@ -100,6 +119,14 @@ class TimeoutKind(enum.StrEnum):
 
 
 @dataclass(slots=True)
+class _SaslExchange:
+    """An AUTH waiting for the client's next response line."""
+
+    mechanism: str
+    username: str | None = None  # LOGIN: given, the password is asked next
+
+
+@dataclass(slots=True)
 class _Transaction:
     sender: str
     params: MailParams
@@ -119,6 +146,7 @@ class Session:
         clock: Callable[[], float],
         rng: random.Random,
         pressure: Callable[[], Level] = lambda: Level.NORMAL,
+        tls: str | None = None,
     ) -> None:
         self.policy = policy
         self.client_ip = client_ip
@@ -139,6 +167,10 @@ class Session:
         self.extended = False
         self.upstream: Hello | None = None
         self.transaction: _Transaction | None = None
+        self.tls = tls  # the TLS version in use ("TLSv1.3"), None in the clear
+        self.user: str | None = None  # the authenticated submission user
+        self._addresses: frozenset[str] = frozenset()  # the senders it may use
+        self._sasl: _SaslExchange | None = None
         self.commands = 0
         self.errors = 0
         self._unknown = 0
@@ -156,7 +188,7 @@ class Session:
             "VRFY": self.vrfy,
             "HELP": self.help,
             "EXPN": self._not_implemented,
-            "STARTTLS": self._not_implemented,
+            "STARTTLS": self.starttls,
             "AUTH": self.auth,
         }
         if policy.shadow is not None:
@@ -169,6 +201,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
+
+    @property
+    def in_auth_exchange(self) -> bool:
+        """The next line is an AUTH response (base64), not a command."""
+        return self._sasl is not None
 
     # Events from the connection.
 
@@ -189,6 +226,8 @@ class Session:
         """One command line, its line end included."""
         if self._count_command():
             return self._close(replies.TOO_MANY_COMMANDS)
+        if self._sasl is not None:
+            return self._sasl_response(line)
         command = parse_command(line)
         if command is None:
             return self._unknown_command(replies.BAD_SYNTAX)
@@ -203,6 +242,7 @@ class Session:
         """A command line longer than the reader holds arrived (and was read to its end)."""
         if self._count_command():
             return self._close(replies.TOO_MANY_COMMANDS)
+        self._sasl = None
         return self._error(replies.LINE_TOO_LONG)
 
     def timed_out(self, kind: TimeoutKind) -> Step:
@@ -228,6 +268,8 @@ class Session:
         if action is None or self.closed:
             raise RuntimeError(f"no action is pending for {outcome!r}")
         self.pending = None
+        if isinstance(action, StartTls | CheckCredentials):
+            return self._finish_secure(action, outcome)
         match action, outcome:
             case ReceiveData(), DataReceived():
                 return self._data_received(outcome)
@@ -248,8 +290,23 @@ class Session:
                 return self._error(replies.ACK_TOO_HIGH)
             case DropTaken(), TakenDropped():
                 return Step(replies.taken_dropped(outcome.count))
+
             case RegisterUpstream() | ListNotices() | DropTaken(), Failed():
                 return Step(replies.LOCAL_ERROR)
+        raise RuntimeError(f"{outcome!r} is no outcome of {action!r}")
+
+    def _finish_secure(self, action: StartTls | CheckCredentials, outcome: Outcome) -> Step:
+        match action, outcome:
+            case StartTls(), TlsStarted():
+                return self._tls_started(outcome.version)
+            case CheckCredentials(), Authenticated():
+                self.user = outcome.user
+                self._addresses = outcome.addresses
+                return Step(replies.AUTH_OK)
+            case CheckCredentials(), NotAuthenticated():
+                return self._auth_failed()
+            case CheckCredentials(), AuthBusy() | Failed():
+                return Step(replies.AUTH_BUSY)
         raise RuntimeError(f"{outcome!r} is no outcome of {action!r}")
 
     # The commands, named after their verbs.
@@ -268,6 +325,8 @@ class Session:
 
     def mail(self, argument: str) -> Step:
         refusal = self._sequence(needs_transaction=False)
+        if refusal is None and self.policy.submission is not None and self.user is None:
+            refusal = replies.AUTH_REQUIRED  # RFC 6409 4.3: trusted networks are no exception
         if refusal is not None:
             return self._error(refusal)
         path = _after_keyword(argument, "FROM:")
@@ -288,7 +347,19 @@ class Session:
             refusal = xshadow.check_origin(self.upstream, params.origin)
             if refusal is not None:
                 return self._error(refusal)
-        if params.size is not None and params.size > self.policy.limits.content.max_message_size:
+        if self.user is not None and address.lower() not in self._addresses:
+            return self._error(replies.SENDER_NOT_OWNED)
+        held = self._room_for_mail(params.size)
+        if held is not None:
+            return held
+        self.transaction = _Transaction(address, params)
+        self.phase = Phase.MAIL
+        return Step(replies.SENDER_OK)
+
+    def _room_for_mail(self, size: int | None) -> Step | None:
+        """The refusal of a well-formed MAIL for want of room: its size, the node's
+        back pressure, or the client's or user's message rate; None when it may go on."""
+        if size is not None and size > self.policy.limits.content.max_message_size:
             return Step(replies.MESSAGE_TOO_BIG)
         if not self._admitted():
             return Step(replies.INSUFFICIENT_RESOURCES)
@@ -296,9 +367,16 @@ class Session:
             self._client, self._clock(), self.policy.limits.max_messages_per_minute
         ):
             return self._close(replies.TOO_MANY_MESSAGES)
-        self.transaction = _Transaction(address, params)
-        self.phase = Phase.MAIL
-        return Step(replies.SENDER_OK)
+        submission = self.policy.submission
+        if (
+            submission is not None
+            and self.user is not None
+            and not self._counters.take_message(
+                f"user:{self.user}", self._clock(), submission.max_messages_per_minute_per_user
+            )
+        ):
+            return self._close(replies.TOO_MANY_MESSAGES_FROM_USER)
+        return None
 
     def rcpt(self, argument: str) -> Step:
         refusal = self._sequence(needs_transaction=True)
@@ -316,6 +394,12 @@ class Session:
         if isinstance(params, Reply):
             return self._error(params)
         mailbox = parse_mailbox(address)
+        if mailbox is None and address.lower() == "postmaster":
+            # RFC 5321 4.5.1: <postmaster> without a domain must be accepted.
+            mailbox = postmaster(self.policy.relay)
+            if mailbox is None:
+                return Step(replies.NO_SUCH_USER)
+            address = str(mailbox)
         if mailbox is None:
             return self._error(replies.BAD_RECIPIENT_SYNTAX)
         if not address.isascii() and not transaction.params.smtputf8:
@@ -324,8 +408,9 @@ class Session:
             return Step(replies.TOO_MANY_RECIPIENTS)
         if not self._admitted():  # the level may have risen since MAIL
             return Step(replies.INSUFFICIENT_RESOURCES)
+        authenticated = self.user is not None
         verdict = decide_recipient(
-            self.policy.relay, mailbox, client_ip=self.client_ip, authenticated=False
+            self.policy.relay, mailbox, client_ip=self.client_ip, authenticated=authenticated
         )
         if verdict.is_success:
             transaction.recipients.append(address)
@@ -382,8 +467,44 @@ class Session:
             return self._error(replies.HELP_TOPIC_UNKNOWN)
         return Step(replies.help_syntax(_SYNTAX[topic]))
 
+    def starttls(self, argument: str) -> Step:
+        if not self.policy.starttls:
+            return self._error(replies.NOT_IMPLEMENTED)
+        if self.tls is not None:
+            return self._error(replies.TLS_ALREADY)
+        if argument:
+            return self._error(replies.NO_ARGUMENTS_EXPECTED)
+        if self.phase is Phase.HELLO:
+            return self._error(replies.NEEDS_EHLO)
+        return self._ask(replies.READY_FOR_TLS, StartTls())
+
     def auth(self, argument: str) -> Step:
-        return self._error(replies.AUTH_NOT_OFFERED)
+        offer = self.policy.submission
+        if offer is None:
+            return self._error(replies.AUTH_NOT_OFFERED)
+        if self.tls is None and not offer.plaintext_auth:
+            return self._error(replies.AUTH_NEEDS_TLS)
+        refusal = None
+        if not self.extended:
+            refusal = replies.NEEDS_EHLO  # RFC 4954 4: AUTH is an extension
+        elif self.user is not None:
+            refusal = replies.AUTH_ALREADY
+        elif self.transaction is not None:
+            refusal = replies.AUTH_IN_TRANSACTION
+        if refusal is not None:
+            return self._error(refusal)
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in MECHANISMS:
+            return self._error(replies.AUTH_MECHANISM_UNKNOWN)
+        failures = self._counters.auth_failures(self._client, self._clock(), offer.failure_window)
+        if failures >= offer.max_failures:
+            return self._close(replies.TOO_MANY_AUTH_FAILURES)
+        self._sasl = _SaslExchange(mechanism)
+        if not initial:
+            prompt = "" if mechanism == "PLAIN" else LOGIN_USERNAME
+            return Step(replies.auth_challenge(prompt))
+        return self._sasl_text(initial.strip(" "))
 
     def xshadow(self, argument: str) -> Step:
         offer = self.policy.shadow
@@ -413,7 +534,63 @@ class Session:
 
     def _admitted(self) -> bool:
         """Whether the node's back-pressure level lets this client send new mail now."""
-        return admits(self._pressure(), privileged=self._privileged)
+        # Authenticated users are privileged too: they are known, as trusted networks are.
+        return admits(self._pressure(), privileged=self._privileged or self.user is not None)
+
+    def _sasl_response(self, line: bytes) -> Step:
+        try:
+            text = line.rstrip(b"\r\n").decode("ascii").strip(" ")
+        except UnicodeDecodeError:
+            text = ""
+        return self._sasl_text(text)
+
+    def _sasl_text(self, text: str) -> Step:
+        """One base64 response of the exchange in progress."""
+        exchange = self._sasl
+        assert exchange is not None
+        if text == "*":
+            self._sasl = None
+            return self._error(replies.AUTH_CANCELLED)
+        data = decode_response(text)
+        if data is None:
+            self._sasl = None
+            return self._error(replies.AUTH_BAD_RESPONSE)
+        credentials: tuple[str, str] | None
+        if exchange.mechanism == "PLAIN":
+            credentials = plain_credentials(data)
+        elif exchange.username is None:
+            username = login_text(data)
+            if username:
+                exchange.username = username
+                return Step(replies.auth_challenge(LOGIN_PASSWORD))
+            credentials = None
+        else:
+            password = login_text(data)
+            credentials = None if password is None else (exchange.username, password)
+        self._sasl = None
+        if credentials is None:
+            return self._error(replies.AUTH_BAD_RESPONSE)
+        offer = self.policy.submission
+        assert offer is not None
+        return self._ask(
+            None, CheckCredentials(credentials[0], credentials[1], offer.failure_delay)
+        )
+
+    def _auth_failed(self) -> Step:
+        offer = self.policy.submission
+        assert offer is not None
+        self._counters.auth_failed(self._client, self._clock(), offer.failure_window)
+        return self._error(replies.AUTH_FAILED)
+
+    def _tls_started(self, version: str) -> Step:
+        # RFC 3207 4.2: the client starts afresh, with EHLO; nothing said before counts.
+        self.tls = version
+        self.phase = Phase.HELLO
+        self.helo_name = None
+        self.extended = False
+        self.transaction = None
+        self.upstream = None
+        return Step()
 
     def _not_implemented(self, argument: str) -> Step:
         return self._error(replies.NOT_IMPLEMENTED)
@@ -427,22 +604,34 @@ class Session:
         now = self._clock()
         queue_id = new_queue_id(now, self._rng)
         helo = self.helo_name or ""
+        moment = datetime.fromtimestamp(now, UTC)
+        trace = received_header(
+            helo=helo,
+            client_ip=self.client_ip,
+            hostname=self.policy.hostname,
+            protocol=self._protocol(),
+            queue_id=queue_id,
+            recipients=transaction.recipients,
+            now=moment,
+            tls=self.tls,
+            user=self.user,
+        )
+        message_id = summary.message_id
+        if self.policy.submission is not None:
+            # RFC 6409 8.2, 8.3: a submission server completes what the client left out.
+            if not summary.has_date:
+                trace += f"Date: {format_datetime(moment)}\r\n".encode()
+            if message_id is None:
+                message_id = f"<{queue_id}.{self._rng.getrandbits(32):08x}@{self.policy.hostname}>"
+                trace += f"Message-ID: {message_id}\r\n".encode()
         message = ReceivedMessage(
             queue_id=queue_id,
             sender=transaction.sender,
             recipients=tuple(transaction.recipients),
-            trace=received_header(
-                helo=helo,
-                client_ip=self.client_ip,
-                hostname=self.policy.hostname,
-                protocol="ESMTP" if self.extended else "SMTP",
-                queue_id=queue_id,
-                recipients=transaction.recipients,
-                now=datetime.fromtimestamp(now, UTC),
-            ),
+            trace=trace,
             content=outcome.content,
             received_at=now,
-            message_id=summary.message_id,
+            message_id=message_id,
             client_ip=self.client_ip,
             helo=helo,
             mail_params=transaction.params,
@@ -470,9 +659,23 @@ class Session:
         self.phase = Phase.READY
         self.transaction = None
 
+    def _protocol(self) -> str:
+        """The Received: `with` keyword (RFC 3848): ESMTP, then S for TLS, A for AUTH."""
+        if not self.extended:
+            return "SMTP"
+        return "ESMTP" + ("S" if self.tls else "") + ("A" if self.user else "")
+
     def _may_use(self, verb: str) -> bool:
+        if verb == "STARTTLS":
+            return self.policy.starttls and self.tls is None
+        if verb == "AUTH":
+            return self._auth_offered()
         shadow = self.policy.shadow
         return verb not in _XSHADOW_VERBS or (shadow is not None and shadow.is_peer(self.client_ip))
+
+    def _auth_offered(self) -> bool:
+        offer = self.policy.submission
+        return offer is not None and (self.tls is not None or offer.plaintext_auth)
 
     def _extensions(self) -> list[str]:
         content = self.policy.limits.content
@@ -484,6 +687,10 @@ class Session:
             "ENHANCEDSTATUSCODES",
             "DSN",
         ]
+        if self._may_use("STARTTLS"):
+            extensions.append("STARTTLS")
+        if self._auth_offered() and self.user is None:
+            extensions.append("AUTH " + " ".join(MECHANISMS))
         if self.policy.shadow is not None and self._may_use("XSHADOW"):
             extensions.append(self.policy.shadow.extension)
         return extensions

@@ -1,8 +1,9 @@
 """Node-wide client counters for a node of several acceptor processes, in shared memory.
 
 Owns: SharedCounters, the NodeCounters that every acceptor of one node sees alike: sessions
-open on the node, connections per client, and each client's message rate; and the shared
-file they live in (a memfd the supervisor makes and every acceptor inherits).
+open on the node, connections per client, and each client's (and submission user's) message
+rate; and the shared file they live in (a memfd the supervisor makes and every acceptor
+inherits).
 Public: SharedCounters, counters_file().
 Failures: ValueError for a region outside the file.
 Limits: each acceptor writes only its own region of the file and reads every region, so
@@ -15,6 +16,8 @@ under-estimated; a client is counted high only when another client shares both o
 cells, which is then a refusal a little early, never one let past its limit. The message
 rate is a sliding window over the current and the last whole minute (a burst of
 `per_minute`, then about `per_minute` in any minute), not LocalCounters' token bucket.
+Failed AUTHs are counted in each acceptor's own memory (LocalCounters'), so a client gets
+`max_auth_failures_per_client` per acceptor process.
 See also: hubd/smtp/limits.py (the interface, LocalCounters), hubd/supervisor.py (makes
 the file), hubd/worker.py (opens it).
 """
@@ -25,7 +28,7 @@ import hashlib
 import mmap
 import os
 
-from hubd.smtp.limits import Occupancy
+from hubd.smtp.limits import LocalCounters, Occupancy
 
 CELLS = 1 << 14  # per row; a node's clients are far fewer, so both cells collide rarely
 _ROWS = 2
@@ -57,6 +60,7 @@ class SharedCounters:
         self._words = memoryview(self._map).cast("I")
         self._longs = memoryview(self._map).cast("q")
         self._mine = region
+        self._own = LocalCounters()  # what is not shared: failed AUTHs
         start = region * REGION
         self._map[start : start + REGION] = bytes(REGION)  # what a dead predecessor left
 
@@ -108,6 +112,12 @@ class SharedCounters:
         for row, cell in enumerate(cells):
             self._words[self._rate_word(self._mine, 0, row, cell)] += 1
         return True
+
+    def auth_failures(self, client: str, now: float, window: float) -> int:
+        return self._own.auth_failures(client, now, window)
+
+    def auth_failed(self, client: str, now: float, window: float) -> int:
+        return self._own.auth_failed(client, now, window)
 
     # -- the layout ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import email.policy
 import email.utils
 import shutil
 import smtplib
+import ssl
 import tempfile
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from hubd.cluster import control
+from hubd.cluster import control, pki
 from hubd.cluster.layout import CLUSTER_DOMAIN, OUTSIDE_DOMAIN, Layout, NodePlan, Role
 from hubd.cluster.run import bring_down, bring_up
 from hubd.cluster.status import NodeStatus, cluster_status
@@ -93,7 +94,24 @@ class Cluster:
         return HostPort.parse(self.node(name).relay)
 
     def submission(self, name: str = "hub-1") -> HostPort:
+        """A node's submission port: STARTTLS (trust `ca_file`), then AUTH as `credentials`."""
         return HostPort.parse(self.node(name).submission)
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster's CA certificate: every node's certificate is signed by it."""
+        return pki.ca_file(Path(self._layout().directory))
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The ready submission user and its password; it sends as CLIENT_ADDRESSES."""
+        return pki.CLIENT_USER, pki.password_file(Path(self._layout().directory)).read_text(
+            encoding="utf-8"
+        ).strip()
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that trusts the cluster's CA (and checks names and addresses)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def mailbox(self, address: str) -> Path:
         """The Maildir of a corp.test (mailstore) or example.net (outside host) address."""
@@ -116,8 +134,11 @@ class Cluster:
         via: str = "hub-1",
         subject: str = "hubd test",
         body: str = "Sent by hubd.testing.Cluster.\n",
+        submission: bool = False,
     ) -> Sent:
-        """Submit one message to a node's relay port; returns once it answered 250."""
+        """Submit one message to a node's relay port (or, with `submission`, its submission
+        port: STARTTLS and AUTH as `credentials`, the sender one of the user's addresses);
+        returns once it answered 250."""
         recipients = [to] if isinstance(to, str) else list(to)
         message = EmailMessage(policy=email.policy.SMTP)
         message["From"] = sender
@@ -125,10 +146,16 @@ class Cluster:
         message["Subject"] = subject
         message["Message-ID"] = email.utils.make_msgid(domain="hubd.test")
         message.set_content(body)
-        address = self.relay(via)
+        address = self.submission(via) if submission else self.relay(via)
         with smtplib.SMTP(address.host, address.port, timeout=60) as client:
             client.ehlo("hubd-testing")
-            client.mail(sender)
+            if submission:
+                client.starttls(context=self.tls_context())
+                client.ehlo("hubd-testing")
+                client.login(*self.credentials)
+            code, reply = client.mail(sender)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, sender)
             for recipient in recipients:
                 client.rcpt(recipient)
             code, reply = client.data(message.as_bytes())

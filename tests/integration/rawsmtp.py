@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 
 from hubd.config import HostPort
@@ -74,6 +75,10 @@ class RawClient:
         data = line.encode() if isinstance(line, str) else line
         await self.send(data + b"\r\n")
         return await self.response()
+
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """Run the client side of the TLS handshake on this connection (after a 220)."""
+        await self.writer.start_tls(context, server_hostname=server_hostname)
 
     async def expect_closed(self, within: float = READ_TIMEOUT) -> bytes:
         """Wait for the server to close the connection; return what it sent before that."""

@@ -70,16 +70,34 @@ class TestUserFailover:
         assert [hubd_cluster.copies("carol@corp.test", m.message_id) for m in sent] == [1] * 5
 
     def test_cluster_and_outside_domains(self, hubd_cluster: Cluster) -> None:
-        """Relay and submission ports of any hub reach corp.test, and example.net by MX."""
+        """The relay port and the submission port (STARTTLS, AUTH as the ready user) of any
+        hub reach corp.test, and example.net by MX; every hop is TLS, verified against the
+        cluster's CA."""
+        user, password = hubd_cluster.credentials
+        assert password
+        assert hubd_cluster.ca_file.is_file()
         for hub in hubd_cluster.hubs:
             for address in (hubd_cluster.relay(hub), hubd_cluster.submission(hub)):
                 mid = f"<{hub}.{address.port}@app>"
                 data = f"Subject: {hub}\r\nMessage-ID: {mid}\r\n\r\nhi\r\n".encode()
                 with smtplib.SMTP(address.host, address.port, timeout=30) as client:
-                    client.sendmail("app@example.org", ["dave@corp.test", "erin@example.net"], data)
-                hubd_cluster.wait_for_message("dave@corp.test", mid, within=60)
+                    sender = "app@example.org"
+                    if address == hubd_cluster.submission(hub):
+                        client.starttls(context=hubd_cluster.tls_context())
+                        client.login(user, password)
+                        sender = "client@corp.test"
+                    client.sendmail(sender, ["dave@corp.test", "erin@example.net"], data)
+                received = hubd_cluster.wait_for_message("dave@corp.test", mid, within=60)
                 hubd_cluster.wait_for_message("erin@example.net", mid, within=60)
+                # Hub to mailstore under TLS (and, by submission, the client too).
+                trace = " ".join(str(h) for h in received.get_all("Received", []))
+                assert "with ESMTPS" in trace, trace
         assert hubd_cluster.events("hub-1", "SEND")
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            hubd_cluster.send("dave@corp.test", submission=True, sender="app@example.org")
+        assert refused.value.smtp_code == 553
+        sent = hubd_cluster.send("dave@corp.test", submission=True, sender="client@corp.test")
+        hubd_cluster.wait_for_message("dave@corp.test", sent.message_id, within=60)
 
 
 class TestClusterCommands:

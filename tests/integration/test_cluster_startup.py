@@ -118,8 +118,14 @@ class TestHintsAsPrinted:
             assert again.stdout == f"hub-1: already running (pid {pid})\n"
 
             status = _hubd("cluster", "status", "--dir", "var/c", cwd=tmp_path)
-            table = [line for line in status.stdout.splitlines() if "mailboxes of" not in line]
+            paths = ("mailboxes of", "CA (", "submission user:")
+            table = [line for line in status.stdout.splitlines() if not line.startswith(paths)]
             assert len(table) == 1 + 4, status.stdout
+            # The CA and the ready user's password file are named; the password is not shown.
+            assert f"{root / 'pki' / 'ca.pem'}" in status.stdout
+            password = (root / "client-password").read_text().strip()
+            assert f"password in {root / 'client-password'}" in status.stdout
+            assert password not in status.stdout
             assert max(len(line) for line in table) <= 80, status.stdout
         finally:
             _hubd("cluster", "down", "--dir", "var/c", cwd=tmp_path)

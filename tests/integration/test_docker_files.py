@@ -217,6 +217,12 @@ def abstract(config: Config, names: dict[str, str]) -> dict[str, Any]:
 
     data: dict[str, Any] = named(config.model_dump(mode="json"))
     data["node"]["data_dir"] = "<data dir>"
+    # The containers have no certificates: no [tls], the submission port relays (see
+    # docker/render_configs.py); the local cluster's nodes have both.
+    data.pop("tls", None)
+    data["delivery"]["tls"] = data["delivery"]["tls_ca"] = "<no certificates in the image>"
+    submission = data.pop("submission")
+    data["smtp"]["listen"] = data["smtp"]["listen"] + submission["listen"]
     data["smtp"]["trusted_networks"] = "<the cluster's network>"
     if data["shadow"]["peers"] is not None:
         data["shadow"]["peers"] = "<the cluster's network>"

@@ -32,9 +32,17 @@ from typing import Any
 import pytest
 
 from hubd.node import Node
-from hubd.testing import async_wait_until, free_loopback_address, maildir_messages, wait_until
+from hubd.testing import (
+    Cluster,
+    async_wait_until,
+    free_loopback_address,
+    maildir_messages,
+    wait_until,
+)
 from hubd.tracking import read_events
+from hubd.users import User, hash_password, write_users
 from tests.conftest import NodeFactory
+from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +77,7 @@ discard   unix  - - n - - discard
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 """
 
 MAIN_CF = """\
@@ -162,7 +171,14 @@ def _instance_pids(config_dir: Path) -> list[int]:
 class PostfixInstance:
     """A Postfix of its own: config, queue and maillog under `root`, one smtpd on `address`."""
 
-    def __init__(self, root: Path, address: tuple[str, int], transports: dict[str, str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        address: tuple[str, int],
+        transports: dict[str, str],
+        extra_main_cf: str = "",
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         self.root = root
         self.host, self.port = address
         self.config_dir = root / "conf"
@@ -170,6 +186,10 @@ class PostfixInstance:
         self.maillog = root / "maillog"
         self._data = tempfile.TemporaryDirectory(prefix="hubd-interop-postfix-")
         self.transports = transports
+        # More main.cf lines ({data} is a directory the postfix user can read), and files
+        # to put there (tmp_path is out of that user's reach).
+        self.extra_main_cf = extra_main_cf
+        self.files = files or {}
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -184,9 +204,19 @@ class PostfixInstance:
         self.queue_dir.mkdir(mode=0o755)  # `postfix check` makes the subdirectories
         data = Path(self._data.name)
         shutil.chown(data, user="postfix")
+        for name, content in self.files.items():
+            (data / name).write_bytes(content)
+            shutil.chown(data / name, user="postfix")
         transports = ", ".join(f"{domain}={hop}" for domain, hop in self.transports.items())
+        extra = self.extra_main_cf.format(data=data)
+        redefined = {line.partition("=")[0].strip() for line in extra.splitlines()}
+        base = "".join(
+            line
+            for line in MAIN_CF.splitlines(keepends=True)
+            if line.partition("=")[0].strip() not in redefined
+        )
         (self.config_dir / "main.cf").write_text(
-            MAIN_CF.format(
+            base.format(
                 queue=self.queue_dir,
                 data=data,
                 maillog=self.maillog,
@@ -196,6 +226,7 @@ class PostfixInstance:
                 transports=transports,
                 host=self.host,
             )
+            + extra
         )
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(address=self))
         for command in ("check", "start"):
@@ -231,7 +262,7 @@ class PostfixInstance:
             self._data.cleanup()
 
 
-PostfixFactory = Callable[[tuple[str, int], dict[str, str]], Awaitable[PostfixInstance]]
+PostfixFactory = Callable[..., Awaitable[PostfixInstance]]
 
 
 @pytest.fixture
@@ -239,8 +270,11 @@ async def start_postfix(tmp_path: Path) -> AsyncIterator[PostfixFactory]:
     """Start Postfix instances on given addresses with given transports; all stop at the end."""
     instances: list[PostfixInstance] = []
 
-    async def start(address: tuple[str, int], transports: dict[str, str]) -> PostfixInstance:
-        instance = PostfixInstance(tmp_path / f"postfix{len(instances)}", address, transports)
+    async def start(
+        address: tuple[str, int], transports: dict[str, str], **extra: Any
+    ) -> PostfixInstance:
+        root = tmp_path / f"postfix{len(instances)}"
+        instance = PostfixInstance(root, address, transports, **extra)
         instances.append(instance)
         await asyncio.to_thread(instance.start)
         return instance
@@ -409,6 +443,99 @@ class TestPostfix:
         assert " status=bounced (host " in refused
         assert "said: 550 5.1.1 " in refused
         assert not postfix.problems()
+
+
+SASL_PASSWORD = "postfix-s3cret"
+
+# Postfix's SMTP client as an authenticated submitter: STARTTLS (required), then AUTH with
+# the password of the next hop (Cyrus SASL's PLAIN or LOGIN: Debian's libsasl2-modules).
+SASL_MAIN_CF = """\
+smtp_tls_security_level = encrypt
+smtp_tls_CAfile = {{data}}/ca.pem
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = inline:{{{{ [{host}]:{port}=alice:{password} }}}}
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+"""
+
+
+@needs_postfix
+class TestPostfixSasl:
+    async def test_postfix_relays_into_submission_with_auth(
+        self, start_node: NodeFactory, start_postfix: PostfixFactory, pki: Pki, tmp_path: Path
+    ) -> None:
+        """Postfix (smtp_sasl_auth_enable) relays into hubd's submission port: STARTTLS, AUTH
+        as alice, and the message is delivered with ESMTPSA and alice's name in Received:."""
+        host = free_loopback_address()[0]
+        users = tmp_path / "users.toml"
+        write_users(
+            users, {"alice": User("alice", hash_password(SASL_PASSWORD), ("alice@a.test",))}
+        )
+        hub = await start_node(
+            "hub",
+            address=(host, 0),
+            local_domains=["corp.test"],
+            tls=pki.tls_settings(host),
+            submission={"listen": [f"{host}:0"], "users_file": str(users)},
+        )
+        submission = hub.submission_addresses[0]
+        postfix_address = free_loopback_address()
+        postfix = await start_postfix(
+            postfix_address,
+            {"corp.test": f"smtp:[{submission.host}]:{submission.port}"},
+            extra_main_cf=SASL_MAIN_CF.format(
+                host=submission.host, port=submission.port, password=SASL_PASSWORD
+            ),
+            files={"ca.pem": pki.ca_file.read_bytes()},
+        )
+
+        def send() -> None:
+            with smtplib.SMTP(*postfix_address, local_hostname="client.test", timeout=10) as c:
+                c.sendmail("alice@a.test", ["bob@corp.test"], _message("sasl", "bob@corp.test"))
+
+        await asyncio.to_thread(send)
+        box = hub.config.mailbox_dir / "corp.test" / "bob"
+        files = await _wait_for_mail(box, postfix, "delivery through Postfix with AUTH")
+        (data,) = files.values()
+        by_hub = _received(data)[0]
+        assert by_hub.startswith(f"from {POSTFIX_HOSTNAME} ([{postfix.host}])"), by_hub
+        assert "with ESMTPSA id" in by_hub, by_hub
+        assert "authenticated as alice)" in by_hub, by_hub
+        assert not postfix.problems(), postfix.problems()
+
+    async def test_postfix_into_the_clusters_submission_port(
+        self, start_postfix: PostfixFactory, tmp_path: Path
+    ) -> None:
+        """The local cluster's submission port takes Postfix as an authenticated client, with
+        the ready user and the cluster's CA (hubd.testing.Cluster hands out both)."""
+        cluster = Cluster(tmp_path / "cluster", hubs=1)
+        await asyncio.to_thread(cluster.__enter__)
+        try:
+            user, password = cluster.credentials
+            submission = cluster.submission("hub-1")
+            postfix_address = free_loopback_address()
+            postfix = await start_postfix(
+                postfix_address,
+                {"corp.test": f"smtp:[{submission.host}]:{submission.port}"},
+                extra_main_cf=SASL_MAIN_CF.replace("alice:", f"{user}:").format(
+                    host=submission.host, port=submission.port, password=password
+                ),
+                files={"ca.pem": cluster.ca_file.read_bytes()},
+            )
+
+            def send() -> None:
+                with smtplib.SMTP(*postfix_address, local_hostname="client.test", timeout=10) as c:
+                    c.sendmail("client@corp.test", ["gina@corp.test"], _message("c", "x"))
+
+            await asyncio.to_thread(send)
+            message = await asyncio.to_thread(
+                cluster.wait_for_message, "gina@corp.test", "<c@a.test>", 60
+            )
+            trace = " ".join(str(h) for h in message.get_all("Received", []))
+            assert f"authenticated as {user})" in trace, trace
+            assert not postfix.problems(), postfix.problems()
+        finally:
+            await asyncio.to_thread(cluster.__exit__, None, None, None)
 
 
 async def _swaks(*args: str) -> tuple[int, str]:

@@ -304,6 +304,70 @@ class TestSmtpLimits:
         assert problem.startswith(f"smtp.{key}: ")
 
 
+class TestSubmission:
+    def test_defaults(self) -> None:
+        """No submission listeners and no [tls] by default; the users file is in data_dir."""
+        config = parse_config({"node": {"data_dir": "/srv/q"}})
+        assert config.submission.listen == []
+        assert config.submission.tls_listen == []
+        assert config.tls is None
+        assert config.users_path == Path("/srv/q/users.toml")
+        assert config.submission.max_messages_per_minute_per_user == 120
+
+    @pytest.mark.parametrize(
+        ("submission", "expected"),
+        [
+            ({"listen": ["127.0.0.1:2587"]}, "submission.listen needs a [tls] section"),
+            ({"tls_listen": ["127.0.0.1:2465"]}, "submission.tls_listen needs a [tls] section"),
+            (
+                {"tls_listen": ["127.0.0.1:2465"], "allow_plaintext_auth": True},
+                "submission.tls_listen needs a [tls] section",
+            ),
+            (
+                {"listen": ["127.0.0.1:2587", "0.0.0.0:2587"], "allow_plaintext_auth": True},
+                "allow_plaintext_auth is for loopback only, but it would apply to 0.0.0.0:2587",
+            ),
+        ],
+    )
+    def test_tls_required(self, submission: dict[str, Any], expected: str) -> None:
+        """A submission listener needs [tls], unless allow_plaintext_auth and all loopback."""
+        (problem,) = problems({"submission": submission})
+        assert expected in problem
+
+    def test_plaintext_on_loopback_and_overrides(self) -> None:
+        """allow_plaintext_auth on loopback is accepted; [submission] keys override [smtp]'s
+        for the submission listeners only."""
+        config = parse_config(
+            {
+                "smtp": {"max_errors": 7, "max_recipients": 5},
+                "submission": {
+                    "listen": ["127.0.0.1:2587", "[::1]:2587"],
+                    "allow_plaintext_auth": True,
+                    "max_errors": 3,
+                    "delayed_ack": True,
+                    "idle_timeout": "1m",
+                },
+            }
+        )
+        submission = config.submission_smtp
+        assert (submission.max_errors, submission.max_recipients) == (3, 5)
+        assert submission.delayed_ack
+        assert submission.idle_timeout == timedelta(minutes=1)
+        assert config.smtp.max_errors == 7
+        assert not config.smtp.delayed_ack
+
+    def test_tls_paths_relative_to_the_file(self, tmp_path: Path) -> None:
+        """[tls] cert and key and users_file resolve against the config file's directory."""
+        path = tmp_path / "hubd.toml"
+        path.write_text(
+            '[tls]\ncert = "c.pem"\nkey = "k.pem"\n[submission]\nusers_file = "u.toml"\n'
+        )
+        config = load_config(path)
+        assert config.tls is not None
+        assert (config.tls.cert, config.tls.key) == (tmp_path / "c.pem", tmp_path / "k.pem")
+        assert config.users_path == tmp_path / "u.toml"
+
+
 class TestRelativePaths:
     def test_relative_to_the_config_files_directory(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -131,3 +131,25 @@ class TestIsTrusted:
             router=ROUTER, trusted_networks=[], catch_all=True, known_recipients=frozenset()
         )
         assert not nobody.is_trusted("127.0.0.1")
+
+
+class TestRoutingCharacters:
+    @pytest.mark.parametrize("local_part", ["v%far.test", "far.test!v", '"v@far.test"'])
+    def test_refused_to_outsiders(self, local_part: str) -> None:
+        """A local part with % ! or @ is a relay request: refused to a client that may not
+        relay, even at a local domain; trusted and authenticated clients keep it."""
+        mailbox = Mailbox(local_part, "corp.test")
+        outsider = decide_recipient(policy(), mailbox, client_ip=UNTRUSTED_IP, authenticated=False)
+        assert outsider == replies.RELAY_DENIED
+        trusted = decide_recipient(policy(), mailbox, client_ip=TRUSTED_IP, authenticated=False)
+        assert trusted == replies.RECIPIENT_OK
+        user = decide_recipient(policy(), mailbox, client_ip=UNTRUSTED_IP, authenticated=True)
+        assert user == replies.RECIPIENT_OK
+
+    def test_postmaster_exists_without_catch_all(self) -> None:
+        """postmaster at a local domain is accepted even when catch_all is off."""
+        mailbox = Mailbox("PostMaster", "corp.test")
+        reply = decide_recipient(
+            policy(catch_all=False), mailbox, client_ip=UNTRUSTED_IP, authenticated=False
+        )
+        assert reply == replies.RECIPIENT_OK

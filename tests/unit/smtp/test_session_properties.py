@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,10 @@ from hubd import replies
 from hubd.replies import Reply
 from hubd.smtp.actions import (
     AckRefused,
+    AuthBusy,
+    Authenticated,
     AwaitDeparture,
+    CheckCredentials,
     Close,
     Commit,
     Committed,
@@ -20,16 +24,20 @@ from hubd.smtp.actions import (
     DropTaken,
     Failed,
     ListNotices,
+    NotAuthenticated,
     NoticesListed,
     Outcome,
     ReceiveData,
     RegisterUpstream,
+    StartTls,
     Step,
     TakenDropped,
+    TlsStarted,
     UpstreamRegistered,
 )
 from hubd.smtp.data import ContentFault, DataSummary
 from hubd.smtp.limits import LocalCounters
+from hubd.smtp.policy import SubmissionOffer
 from hubd.smtp.session import Phase, Session, TimeoutKind
 from tests.unit.smtp.harness import OUTSIDER_IP, PEER_IP, Clock, listener_policy, new_session
 
@@ -174,6 +182,11 @@ def outcome_for(draw: st.DrawFn, action: object) -> Outcome:
         return draw(st.sampled_from([NoticesListed(("Q1",), 3), AckRefused(), Failed()]))
     if isinstance(action, DropTaken):
         return draw(st.sampled_from([TakenDropped(1), Failed()]))
+    if isinstance(action, StartTls):
+        return TlsStarted("TLSv1.3")
+    if isinstance(action, CheckCredentials):
+        user = Authenticated("alice", frozenset({"a@outside.test"}))
+        return draw(st.sampled_from([user, NotAuthenticated(), AuthBusy(), Failed()]))
     raise AssertionError(f"unexpected action {action!r}")
 
 
@@ -187,7 +200,7 @@ def check_reply(reply: Reply, allowed: set[int], step: Step) -> None:
         assert _ENHANCED.fullmatch(reply.enhanced)
         assert reply.enhanced[0] == str(reply.code)[0]
     else:
-        assert reply.code in (220, 250, 354), reply
+        assert reply.code in (220, 250, 334, 354), reply
     for line in reply.lines():
         assert "\r" not in line
         assert "\n" not in line
@@ -208,10 +221,14 @@ def check_invariants(session: Session) -> None:
         assert session.client_ip == PEER_IP
 
 
-def run_command(draw: st.DrawFn, session: Session, line: bytes) -> None:
+def run_command(
+    draw: st.DrawFn, session: Session, line: bytes, sane: dict[str, set[int]] = SANE
+) -> None:
     """Feed one line; answer every action it leads to; check each reply."""
     verb = line.partition(b" ")[0].strip().upper().decode("ascii", "replace")
-    allowed = SANE.get(verb, UNKNOWN) | {354}
+    if session.in_auth_exchange:
+        verb = "AUTH"
+    allowed = sane.get(verb, UNKNOWN) | {354}
     step = session.receive_line(line)
     replies_seen = 0
     while True:
@@ -257,4 +274,77 @@ def test_random_sessions(data: st.DataObject, client_ip: str, delayed: bool) -> 
     session.connection_lost()
     assert session.closed
     # Every place the session took is given back.
+    assert counters.connect("someone").sessions == 1
+
+
+# On a submission listener, besides SANE: AUTH and STARTTLS work, MAIL needs AUTH first.
+SUBMISSION_SANE = SANE | {
+    "AUTH": {235, 334, 454, 501, 503, 504, 535, 538},
+    "STARTTLS": {220, 501, 502, 503},
+    "MAIL": SANE["MAIL"] | {530},
+    # No XSHADOW here: its verbs are unknown commands.
+    "XSHADOW": UNKNOWN,
+    "XQDISCARD": UNKNOWN,
+    "XQTAKEN": UNKNOWN,
+}
+PLAIN = "AGFsaWNlAHNlY3JldA=="  # \0alice\0secret
+SUBMISSION_GOOD = st.sampled_from(
+    [
+        "STARTTLS",
+        f"AUTH PLAIN {PLAIN}",
+        "AUTH PLAIN",
+        PLAIN,
+        "AUTH LOGIN",
+        "YWxpY2U=",
+        "*",
+        "AUTH CRAM-MD5",
+        "AUTH PLAIN !!",
+        "MAIL FROM:<a@outside.test>",
+        "MAIL FROM:<b@outside.test>",
+    ]
+)
+LOGIN = [
+    b"EHLO client.test\r\n",
+    b"STARTTLS\r\n",
+    b"EHLO client.test\r\n",
+    f"AUTH PLAIN {PLAIN}\r\n".encode(),
+    *TRANSACTION,
+]
+SUBMISSION_SCRIPT = st.lists(
+    st.one_of(
+        lines().map(lambda line: [line]),
+        SUBMISSION_GOOD.map(lambda line: [(line + "\r\n").encode()]),
+        st.just(LOGIN),
+        st.just(LOGIN),
+        st.just(TRANSACTION),
+    ),
+    min_size=1,
+    max_size=25,
+).map(lambda parts: [line for part in parts for line in part])
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.data(), st.sampled_from([OUTSIDER_IP, PEER_IP]), st.booleans())
+def test_random_submission_sessions(data: st.DataObject, client_ip: str, plaintext: bool) -> None:
+    """Any sequence of lines and outcomes on a submission listener (STARTTLS, AUTH): no
+    exception, sane replies; no MAIL is accepted before AUTH, nor a sender the user lacks."""
+    base = listener_policy(max_commands=60, max_errors=15)
+    offer = SubmissionOffer(plaintext, 0.0, 3, 600.0, 5)
+    policy = dataclasses.replace(base, shadow=None, starttls=True, submission=offer)
+    counters = LocalCounters()
+    session = new_session(policy, client_ip=client_ip, counters=counters, clock=Clock())
+    session.open()
+    for line in [b"EHLO client.test\r\n", *data.draw(SUBMISSION_SCRIPT)]:
+        if session.closed:
+            break
+        run_command(data.draw, session, line, SUBMISSION_SANE)
+        if session.closed:
+            break
+        check_invariants(session)
+        if session.transaction is not None:
+            assert session.user == "alice"
+            assert session.transaction.sender == "a@outside.test"
+            if not plaintext:
+                assert session.tls is not None
+    session.connection_lost()
     assert counters.connect("someone").sessions == 1
