@@ -168,6 +168,7 @@ def _resubmit(
                     peer_incarnation=row.peer_incarnation,
                     peer_queue_id=row.peer_queue_id,
                     taken_at=now,
+                    queue_id=info[row.message][0],
                 )
                 .on_conflict_do_nothing()
             )
@@ -446,10 +447,22 @@ class ShadowLedger:
             return list(result.scalars())
 
     async def taken_ids(self, address: str, incarnation: str) -> list[str]:
+        """The peer's ids taken over whose resubmitted copy has left this node.
+
+        Until it has (handed on under a shadow, delivered, failed with its DSN queued), the
+        peer keeps its copy: a message is always on two disks or delivered.
+        """
+        waiting = (
+            select(messages.c.queue_id)
+            .join(recipients, recipients.c.message == messages.c.id)
+            .where(recipients.c.state.in_([RecipientState.PENDING, RecipientState.HELD]))
+        )
         async with self._read.connect() as conn:
             result = await conn.execute(
                 select(taken.c.peer_queue_id).where(
-                    taken.c.peer_address == address, taken.c.peer_incarnation == incarnation
+                    taken.c.peer_address == address,
+                    taken.c.peer_incarnation == incarnation,
+                    taken.c.queue_id.not_in(waiting),
                 )
             )
             return list(result.scalars())
