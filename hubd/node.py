@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from hubd.config import Config, HostPort
+from hubd.config import Config, HostPort, ShadowConfig
 from hubd.delivery.maildir import MaildirCourier
 from hubd.delivery.notices import Notifier
 from hubd.delivery.retry import RetryPolicy
@@ -44,10 +44,11 @@ from hubd.shadow.client import ShadowClient
 from hubd.shadow.delayed_ack import Departures
 from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
+from hubd.shadow.redundancy import Redundancy
 from hubd.signals import LocalSignals, Signals
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import LocalCounters, session_limits
-from hubd.smtp.policy import ListenerPolicy, ShadowOffer
+from hubd.smtp.policy import BeforeAck, ListenerPolicy, ShadowOffer
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Inbound, Listener, start_listener
 from hubd.tracking import Tracker, TrackingEvent
@@ -76,6 +77,12 @@ class Role:
 
 
 ALL = Role()
+
+
+def _before_ack(shadow: ShadowConfig) -> BeforeAck | None:
+    if shadow.before_ack == "off":
+        return None
+    return BeforeAck(shadow.before_ack == "require", shadow.before_ack_timeout.total_seconds())
 
 
 def _source_host(listen: Sequence[HostPort]) -> str | None:
@@ -367,6 +374,7 @@ class Node:
             departures=self._departures,
             ledger=core.ledger,
             tracker=core.tracker,
+            redundancy=self._redundancy(core) if config.shadow.before_ack != "off" else None,
         )
         spool = core.database.spool
         spool.prepare()
@@ -377,6 +385,27 @@ class Node:
             self._rng,
             spool=spool,
             spool_threshold=config.smtp.spool_threshold,
+        )
+
+    def _redundancy(self, core: _Core) -> Redundancy:
+        config = self.config
+        shadow = self._shadow_client(core)
+        smtp = self._smtp_courier(shadow)
+
+        async def connect(address: str) -> aiosmtplib.SMTP:
+            return await smtp.connect(HostPort.parse(address))
+
+        return Redundancy(
+            peers=[str(peer) for peer in config.shadow.redundancy_peers],
+            connect=connect,
+            shadow=shadow,
+            ledger=core.ledger,
+            reader=core.repository,
+            # Where the peer heartbeats this node: the relay listener as bound.
+            relay_address=lambda: str(self.relay_addresses[0]),
+            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            clock=self._clock,
+            wake=lambda: self._signals.work(None),
         )
 
     def _relay_policy(self, core: _Core) -> ListenerPolicy:
@@ -393,6 +422,7 @@ class Node:
             limits=session_limits(smtp),
             shadow=ShadowOffer(core.me, config.shadow_peers) if config.shadow.enabled else None,
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
+            before_ack=_before_ack(config.shadow),
         )
 
     def _pickup(self, core: _Core) -> Pickup:

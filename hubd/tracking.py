@@ -44,6 +44,7 @@ class TrackingEvent(enum.StrEnum):
     SHADOW = "SHADOW"
     DISCARD = "DISCARD"
     DUPLICATE = "DUPLICATE"
+    UNPROTECTED = "UNPROTECTED"  # accepted with no redundant copy (before_ack = "prefer")
     POISON = "POISON"
     DOUBLE_BOUNCE = "DOUBLE_BOUNCE"  # mail from <> that failed and could go nowhere: dropped
 

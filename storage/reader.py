@@ -41,6 +41,14 @@ class QueueReader:
             return StoredBody(row.data)
         return StoredBody(row.data, self._spool.path(row.spool), row.size - len(row.data))
 
+    async def load_body_of(self, queue_id: str) -> StoredBody | None:
+        """The stored bytes of a message by queue id, or None when it is gone."""
+        async with self._read.connect() as conn:
+            pk = (
+                await conn.execute(select(messages.c.id).where(messages.c.queue_id == queue_id))
+            ).scalar()
+        return None if pk is None else await self.load_body(int(pk))
+
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""
         async with self._read.connect() as conn:

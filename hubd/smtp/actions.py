@@ -1,7 +1,8 @@
 """What a session asks its caller to do, and what the caller reports back.
 
 Owns: the action values a Session returns (read DATA, commit, wait for a departure, the
-XSHADOW bookkeeping, close) and the outcome values fed back to Session.finish().
+XSHADOW bookkeeping, the redundancy copy before the 250, close) and the outcome values fed
+back to Session.finish().
 Public: Step, the Action and Outcome types below.
 Limits: part 2 of issue 10 adds StartTls and CheckCredentials beside these.
 See also: hubd/smtp/session.py (makes them), hubd/smtp/executor.py and
@@ -67,11 +68,29 @@ class DropTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class MakeRedundant:
+    """Copy the committed message to a redundancy peer within `timeout`; report Copied."""
+
+    message: ReceivedMessage
+    required: bool  # before_ack = "require": a failure is followed by Withdraw
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Delete a committed message that could not be made redundant; report Withdrawn."""
+
+    queue_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection, after sending the step's reply."""
 
 
-NodeAction = Commit | AwaitDeparture | RegisterUpstream | ListNotices | DropTaken
+NodeAction = (
+    Commit | AwaitDeparture | RegisterUpstream | ListNotices | DropTaken | MakeRedundant | Withdraw
+)
 Action = ReceiveData | Close | NodeAction
 
 
@@ -113,6 +132,16 @@ class TakenDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Copied:
+    made: bool  # False: no peer took the copy in time
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    done: bool  # False: part of it was already being delivered, so it stays
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The action could not be carried out (a storage fault); logged where it happened."""
 
@@ -125,6 +154,8 @@ Outcome = (
     | NoticesListed
     | AckRefused
     | TakenDropped
+    | Copied
+    | Withdrawn
     | Failed
 )
 

@@ -1,7 +1,8 @@
 """Carrying out what sessions ask of the node: commits, delayed acks, XSHADOW bookkeeping.
 
 Owns: running a session's node actions (hubd/smtp/actions.py) against the intake, the
-departures of delayed acknowledgement and the shadow ledger, turning their failures into a
+departures of delayed acknowledgement, the redundancy copies of shadow before
+acknowledgement (and their UNPROTECTED events) and the shadow ledger, turning their failures into a
 Failed outcome, and knowing which commits are in flight (so shutdown can let them answer).
 Public: Executor, Intake.
 Failures: none raised but cancellation; a storage fault is logged here and reported Failed.
@@ -18,21 +19,26 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hubd.shadow.delayed_ack import Departures
+from hubd.shadow.redundancy import CopyResult, Redundancy
 from hubd.smtp.actions import (
     AckRefused,
     AwaitDeparture,
     Commit,
     Committed,
+    Copied,
     Departed,
     DropTaken,
     Failed,
     ListNotices,
+    MakeRedundant,
     NodeAction,
     NoticesListed,
     Outcome,
     RegisterUpstream,
     TakenDropped,
     UpstreamRegistered,
+    Withdraw,
+    Withdrawn,
 )
 from hubd.smtp.message import ReceivedMessage
 from hubd.tracking import Tracker, TrackingEvent
@@ -54,12 +60,15 @@ class Executor:
         departures: Departures | None = None,
         ledger: ShadowLedger | None = None,
         tracker: Tracker | None = None,
+        redundancy: Redundancy | None = None,
     ) -> None:
         self._intake = intake
         self._clock = clock
         self._departures = departures
         self._ledger = ledger
         self._tracker = tracker
+        self._redundancy = redundancy
+        self._background: set[asyncio.Task[None]] = set()
         self._commits: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -76,6 +85,8 @@ class Executor:
             if self._departures is None:
                 return Departed(left=False)
             return Departed(await self._departures.wait(action.queue_id, action.limit))
+        if isinstance(action, MakeRedundant | Withdraw):
+            return await self._redundant(action)
         try:
             return await self._shadow(action)
         except Exception:
@@ -110,6 +121,43 @@ class Executor:
                 watch.forget(queue_id)
             return Failed()  # logged by _commit_done
         return Committed()
+
+    async def _redundant(self, action: MakeRedundant | Withdraw) -> Outcome:
+        redundancy = self._redundancy
+        if redundancy is None:
+            raise RuntimeError("before_ack action without a redundancy peer list")
+        if isinstance(action, Withdraw):
+            try:
+                return Withdrawn(await redundancy.withdraw(action.queue_id))
+            except Exception:
+                log.exception("withdrawing %s failed", action.queue_id)
+                return Failed()
+        message = action.message
+        result = await redundancy.copy(message, action.timeout)
+        if result is CopyResult.FAILED and action.required:
+            return Copied(made=False)  # withdrawn next: stays not due meanwhile
+        if result is CopyResult.FAILED and self._tracker is not None:
+            self._tracker.record(
+                TrackingEvent.UNPROTECTED,
+                queue_id=message.queue_id,
+                sender=message.sender,
+                recipients=message.recipients,
+                message_id=message.message_id,
+                reply="no redundancy peer took a copy within before_ack_timeout",
+            )
+        # Due now; after the 250 (a crash before this only delays it to its not_before).
+        self._in_background(redundancy.release(message.queue_id), f"release {message.queue_id}")
+        return Copied(made=result is not CopyResult.FAILED)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("%s failed", task.get_name(), exc_info=error)
 
     def _commit_done(self, task: asyncio.Task[None]) -> None:
         self._commits.discard(task)

@@ -36,6 +36,8 @@ class ReceivedMessage:
     mail_params: MailParams = field(default_factory=MailParams)
     rcpt_params: tuple[RcptParams, ...] = ()
     upstream: Hello | None = None  # the XSHADOW peer this came from, owed a discard notice
+    # Shadow before acknowledgement: not due before this, while its copy is being made.
+    not_before: float | None = None
 
     @property
     def size(self) -> int:

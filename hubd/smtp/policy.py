@@ -1,8 +1,8 @@
 """What a listener offers and enforces, as one value handed to each of its sessions.
 
 Owns: the shape of a listener's policy: its name, relay rule, limits, whether it speaks
-XSHADOW with peers, and whether it delays acknowledgements.
-Public: ListenerPolicy, ShadowOffer.
+XSHADOW with peers, and whether it delays acknowledgements or copies before them.
+Public: ListenerPolicy, ShadowOffer, BeforeAck.
 Limits: relay listeners only; submission (AUTH, TLS) and peer-only listeners will be more
 fields here, not branches in the glue.
 See also: hubd/smtp/session.py (reads it), hubd/node.py (builds it from the config).
@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hubd.shadow.protocol import VERSION, Hello
+from hubd.shadow.protocol import HOLD_CAPABILITY, VERSION, Hello
 from hubd.smtp.limits import SessionLimits
 from hubd.smtp.relay import RelayPolicy
 
@@ -31,7 +31,7 @@ class ShadowOffer:
     @property
     def extension(self) -> str:
         """The EHLO keyword line."""
-        return f"XSHADOW {VERSION}"
+        return f"XSHADOW {VERSION} {HOLD_CAPABILITY}"
 
     def is_peer(self, client_ip: str) -> bool:
         try:
@@ -50,3 +50,12 @@ class ListenerPolicy:
     limits: SessionLimits
     shadow: ShadowOffer | None = None
     max_ack_delay: float | None = None  # delayed acknowledgement; None: answer at commit
+    before_ack: BeforeAck | None = None  # shadow before acknowledgement; supersedes delay
+
+
+@dataclass(frozen=True, slots=True)
+class BeforeAck:
+    """`[shadow] before_ack`: copy to a peer before the 250; `required`: else 451 4.4.0."""
+
+    required: bool
+    timeout: float

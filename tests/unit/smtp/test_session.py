@@ -99,7 +99,7 @@ class TestGreeting:
         ]
         peer = opened(new_session(client_ip=PEER_IP), ehlo=None)
         reply = say(peer, "EHLO up.test")
-        assert reply.lines()[-2:] == ["250-XSHADOW 1", "250 HELP"]
+        assert reply.lines()[-2:] == ["250-XSHADOW 1 HOLD", "250 HELP"]
 
     def test_helo(self) -> None:
         """HELO gets a plain 250 with the host name; the session is not extended."""

@@ -1,0 +1,142 @@
+"""Shadow before acknowledgement: a redundancy copy of a just-committed message on a peer.
+
+Owns: the accepting node's side of `[shadow] before_ack`: finding a live redundancy peer
+(in the order of `redundancy_peers`), recording that the message's departure owes it a
+discard notice, sending it the copy marked XHOLD (it holds it as a shadow of this node's
+primary), and afterwards making the message due (copy made, or given up) or withdrawing it.
+Public: Redundancy, CopyResult.
+Failures: none raised but cancellation; every failure to copy is a False result (logged).
+Limits: only the first peer that answers XSHADOW with HOLD is sent the copy; if that
+transfer fails, no other is tried (the message can owe one peer its notice).
+See also: docs/xshadow.md (Shadow before acknowledgement), hubd/smtp/executor.py (caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import aiosmtplib
+
+from hubd.delivery.transfer import send_mail
+from hubd.shadow.client import PeerLink, ShadowClient
+from hubd.shadow.protocol import HOLD_CAPABILITY
+from hubd.smtp.message import ReceivedMessage
+from storage.reader import QueueReader
+from storage.shadows import ShadowLedger
+from storage.spool import StoredBody
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[str], Awaitable[aiosmtplib.SMTP]]
+
+
+class CopyResult(enum.Enum):
+    COPIED = "copied"  # a peer holds the copy
+    LEFT = "left"  # the message left this node before a copy was needed
+    FAILED = "failed"  # no peer took it within the timeout
+
+
+class Redundancy:
+    """Makes and settles the redundancy copies of one node's accepted messages."""
+
+    def __init__(
+        self,
+        *,
+        peers: Sequence[str],
+        connect: Connect,
+        shadow: ShadowClient,
+        ledger: ShadowLedger,
+        reader: QueueReader,
+        relay_address: Callable[[], str],
+        origin_prefix: str,
+        clock: Callable[[], float],
+        wake: Callable[[], None],
+    ) -> None:
+        self._peers = list(peers)
+        self._connect = connect
+        self._shadow = shadow
+        self._ledger = ledger
+        self._reader = reader
+        self._relay_address = relay_address
+        self._origin_prefix = origin_prefix
+        self._clock = clock
+        self._wake = wake
+
+    async def copy(self, message: ReceivedMessage, within: float) -> CopyResult:
+        """Copy a committed message to one live peer within `within` seconds."""
+        client: aiosmtplib.SMTP | None = None
+        try:
+            async with asyncio.timeout(within):
+                client, link = await self._first_live_peer()
+                if client is None or link is None:
+                    return CopyResult.FAILED
+                peer = link.peer
+                if not await self._ledger.owe_copy(
+                    message.queue_id, peer.name, peer.incarnation, self._clock()
+                ):
+                    return CopyResult.LEFT
+                await self._send(client, message)
+                return CopyResult.COPIED
+        except Exception as error:  # any failure of the copy: not redundant
+            log.warning("no redundant copy of %s: %r", message.queue_id, error)
+            return CopyResult.FAILED
+        finally:
+            if client is not None:
+                client.close()
+
+    async def release(self, queue_id: str) -> None:
+        """Make the message due now (it was committed not due, while the copy was made)."""
+        await self._ledger.release_copied(queue_id, self._clock())
+        self._wake()
+
+    async def withdraw(self, queue_id: str) -> bool:
+        """Delete the message (`require` refusal); False when part of it is being delivered."""
+        return await self._ledger.withdraw(queue_id, self._clock())
+
+    async def _first_live_peer(self) -> tuple[aiosmtplib.SMTP | None, PeerLink | None]:
+        for address in self._peers:
+            client: aiosmtplib.SMTP | None = None
+            try:
+                client = await self._connect(address)
+                await client.ehlo()
+                if HOLD_CAPABILITY in client.esmtp_extensions.get("xshadow", "").split():
+                    link = await self._shadow.open(client, address)
+                    if link is not None:
+                        return client, link
+                else:
+                    log.info("redundancy peer %s does not offer XSHADOW HOLD", address)
+            except Exception as error:  # unreachable, refused, gone: try the next one
+                log.info("redundancy peer %s: %s", address, error)
+            if client is not None:
+                client.close()
+        return None, None
+
+    async def _send(self, client: aiosmtplib.SMTP, message: ReceivedMessage) -> None:
+        body = await self._reader.load_body_of(message.queue_id)
+        if body is None:
+            raise OSError(f"{message.queue_id} is gone from the queue")
+        origin = f"{self._origin_prefix}.{message.queue_id}"  # as the intake stored it
+        sent = await send_mail(
+            client,
+            message.sender,
+            message.recipients,
+            _chunks(body),
+            size=body.size,
+            options=[f"XORIGIN={origin}", f"XHOLD={self._relay_address()}"],
+            reused=False,
+        )
+        if sent.refused:
+            raise aiosmtplib.SMTPException(f"copy refused for {sorted(sent.refused)}")
+
+
+async def _chunks(body: StoredBody) -> AsyncIterator[bytes]:
+    chunks = body.chunks()
+    if body.spool is None:
+        for chunk in chunks:
+            yield chunk
+        return
+    while chunk := await asyncio.to_thread(next, chunks, b""):
+        yield chunk
