@@ -82,7 +82,8 @@ class Intake:
         body: bytes,
         spooled: SpooledBody | None,
     ) -> None:
-        upstream = message.upstream
+        # The XSHADOW sender, or else the redundancy peer expected to hold the copy.
+        upstream = message.upstream or message.owed_to
         held_for = None
         if message.mail_params.hold and upstream is not None:
             # A redundancy copy: held as a shadow of the sender's primary, which owes this

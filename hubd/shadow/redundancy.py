@@ -2,12 +2,14 @@
 
 Owns: the accepting node's side of `[shadow] before_ack`: finding a live redundancy peer
 (in the order of `redundancy_peers`), recording that the message's departure owes it a
-discard notice, sending it the copy marked XHOLD (it holds it as a shadow of this node's
-primary), and afterwards making the message due (copy made, or given up) or withdrawing it.
+discard notice (in the message's own commit when the peer is the one that took the last
+copy, else in a commit of its own before the copy), sending it the copy marked XHOLD (it
+holds it as a shadow of this node's primary) on a connection kept open for the next, and
+afterwards making the message due (copy made, or given up) or withdrawing it.
 Public: Redundancy, CopyResult.
 Failures: none raised but cancellation; every failure to copy is a False result (logged).
 Limits: only the first peer that answers XSHADOW with HOLD is sent the copy; if that
-transfer fails, no other is tried (the message can owe one peer its notice).
+transfer fails, no other is tried (the message owes one peer its notice).
 See also: docs/xshadow.md (Shadow before acknowledgement), hubd/smtp/executor.py (caller).
 """
 
@@ -17,12 +19,13 @@ import asyncio
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 import aiosmtplib
 
-from hubd.delivery.transfer import send_mail
+from hubd.delivery.transfer import StaleConnection, send_mail
 from hubd.shadow.client import PeerLink, ShadowClient
-from hubd.shadow.protocol import HOLD_CAPABILITY
+from hubd.shadow.protocol import HOLD_CAPABILITY, Hello
 from hubd.smtp.message import ReceivedMessage
 from storage.reader import QueueReader
 from storage.shadows import ShadowLedger
@@ -31,12 +34,19 @@ from storage.spool import StoredBody
 log = logging.getLogger(__name__)
 
 Connect = Callable[[str], Awaitable[aiosmtplib.SMTP]]
+MAX_IDLE = 32  # connections kept open to the peers between copies
 
 
 class CopyResult(enum.Enum):
     COPIED = "copied"  # a peer holds the copy
     LEFT = "left"  # the message left this node before a copy was needed
     FAILED = "failed"  # no peer took it within the timeout
+
+
+@dataclass(slots=True)
+class _Connection:
+    client: aiosmtplib.SMTP
+    link: PeerLink
 
 
 class Redundancy:
@@ -64,28 +74,32 @@ class Redundancy:
         self._origin_prefix = origin_prefix
         self._clock = clock
         self._wake = wake
+        self._idle: list[_Connection] = []  # open, XSHADOW said: reused for the next copy
+        self._expected: Hello | None = None  # the peer that took the last copy
+        self._owed: dict[str, Hello] = {}  # queue id -> the peer its commit owes a notice
+
+    def prepare(self, message: ReceivedMessage) -> ReceivedMessage:
+        """The message to commit: owing its notice to the peer expected to take the copy,
+        so that the usual case needs no second commit before the copy."""
+        expected = self._expected
+        if expected is None:
+            return message
+        self._owed[message.queue_id] = expected
+        return replace(message, owed_to=expected)
+
+    def forget(self, queue_id: str) -> None:
+        """The commit of a prepared message failed."""
+        self._owed.pop(queue_id, None)
 
     async def copy(self, message: ReceivedMessage, within: float) -> CopyResult:
         """Copy a committed message to one live peer within `within` seconds."""
-        client: aiosmtplib.SMTP | None = None
+        owed = self._owed.pop(message.queue_id, None)
         try:
             async with asyncio.timeout(within):
-                client, link = await self._first_live_peer()
-                if client is None or link is None:
-                    return CopyResult.FAILED
-                peer = link.peer
-                if not await self._ledger.owe_copy(
-                    message.queue_id, peer.name, peer.incarnation, self._clock()
-                ):
-                    return CopyResult.LEFT
-                await self._send(client, message)
-                return CopyResult.COPIED
+                return await self._copy(message, owed)
         except Exception as error:  # any failure of the copy: not redundant
             log.warning("no redundant copy of %s: %r", message.queue_id, error)
             return CopyResult.FAILED
-        finally:
-            if client is not None:
-                client.close()
 
     async def release(self, queue_id: str) -> None:
         """Make the message due now (it was committed not due, while the copy was made)."""
@@ -96,7 +110,53 @@ class Redundancy:
         """Delete the message (`require` refusal); False when part of it is being delivered."""
         return await self._ledger.withdraw(queue_id, self._clock())
 
-    async def _first_live_peer(self) -> tuple[aiosmtplib.SMTP | None, PeerLink | None]:
+    def close(self) -> None:
+        """Close the idle connections to the peers."""
+        for connection in self._idle:
+            connection.client.close()
+        self._idle.clear()
+
+    async def _copy(self, message: ReceivedMessage, owed: Hello | None) -> CopyResult:
+        while self._idle:
+            connection = self._idle.pop()
+            try:
+                return await self._send_on(connection, message, owed, reused=True)
+            except StaleConnection:
+                connection.client.close()
+            except BaseException:
+                connection.client.close()
+                raise
+        fresh = await self._first_live_peer()
+        if fresh is None:
+            return CopyResult.FAILED
+        try:
+            return await self._send_on(fresh, message, owed, reused=False)
+        except BaseException:
+            fresh.client.close()
+            raise
+
+    async def _send_on(
+        self, connection: _Connection, message: ReceivedMessage, owed: Hello | None, *, reused: bool
+    ) -> CopyResult:
+        peer = connection.link.peer
+        # The commit owes another peer (or none) the notice: record this one first.
+        if peer != owed and not await self._ledger.owe_copy(
+            message.queue_id, peer.name, peer.incarnation, self._clock()
+        ):
+            self._keep(connection)
+            return CopyResult.LEFT
+        await self._send(connection.client, message, reused=reused)
+        self._expected = peer
+        self._keep(connection)
+        return CopyResult.COPIED
+
+    def _keep(self, connection: _Connection) -> None:
+        if len(self._idle) < MAX_IDLE:
+            self._idle.append(connection)
+        else:
+            connection.client.close()
+
+    async def _first_live_peer(self) -> _Connection | None:
         for address in self._peers:
             client: aiosmtplib.SMTP | None = None
             try:
@@ -105,16 +165,18 @@ class Redundancy:
                 if HOLD_CAPABILITY in client.esmtp_extensions.get("xshadow", "").split():
                     link = await self._shadow.open(client, address)
                     if link is not None:
-                        return client, link
+                        return _Connection(client, link)
                 else:
                     log.info("redundancy peer %s does not offer XSHADOW HOLD", address)
             except Exception as error:  # unreachable, refused, gone: try the next one
                 log.info("redundancy peer %s: %s", address, error)
             if client is not None:
                 client.close()
-        return None, None
+        return None
 
-    async def _send(self, client: aiosmtplib.SMTP, message: ReceivedMessage) -> None:
+    async def _send(
+        self, client: aiosmtplib.SMTP, message: ReceivedMessage, *, reused: bool
+    ) -> None:
         body = await self._reader.load_body_of(message.queue_id)
         if body is None:
             raise OSError(f"{message.queue_id} is gone from the queue")
@@ -126,7 +188,7 @@ class Redundancy:
             _chunks(body),
             size=body.size,
             options=[f"XORIGIN={origin}", f"XHOLD={self._relay_address()}"],
-            reused=False,
+            reused=reused,
         )
         if sent.refused:
             raise aiosmtplib.SMTPException(f"copy refused for {sorted(sent.refused)}")

@@ -33,6 +33,7 @@ class Commit:
 
     message: ReceivedMessage
     watch_departure: bool  # delayed ack: start watching before the commit, so none is missed
+    copy_before_ack: bool = False  # MakeRedundant follows: owe the expected peer a notice
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,11 +102,15 @@ class Executor:
             log.warning("%d commits still in flight at shutdown", len(self._commits))
 
     async def _commit(self, action: Commit) -> Outcome:
-        queue_id = action.message.queue_id
+        message = action.message
+        queue_id = message.queue_id
         watch = self._departures if action.watch_departure else None
         if watch is not None:
             watch.expect(queue_id)
-        task = asyncio.create_task(self._intake(action.message), name=f"commit {queue_id}")
+        redundancy = self._redundancy if action.copy_before_ack else None
+        if redundancy is not None:
+            message = redundancy.prepare(message)
+        task = asyncio.create_task(self._intake(message), name=f"commit {queue_id}")
         self._commits.add(task)
         self._idle.clear()
         task.add_done_callback(self._commit_done)
@@ -115,10 +119,14 @@ class Executor:
         except asyncio.CancelledError:
             if watch is not None:
                 watch.forget(queue_id)
+            if redundancy is not None:
+                redundancy.forget(queue_id)
             raise
         except Exception:
             if watch is not None:
                 watch.forget(queue_id)
+            if redundancy is not None:
+                redundancy.forget(queue_id)
             return Failed()  # logged by _commit_done
         return Committed()
 

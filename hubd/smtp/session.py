@@ -466,7 +466,10 @@ class Session:
         delayed = (
             self.policy.max_ack_delay is not None and self.upstream is None and before_ack is None
         )
-        return self._ask(None, Commit(message, watch_departure=delayed))
+        return self._ask(
+            None,
+            Commit(message, watch_departure=delayed, copy_before_ack=before_ack is not None),
+        )
 
     def _before_ack(self) -> BeforeAck | None:
         """The copy before the 250, for a sender that holds no shadow (a redundancy copy
