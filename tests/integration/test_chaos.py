@@ -5,8 +5,10 @@ for corp.test, never wiped), and hubs H1 (entry: the client submits there), H2 a
 routes corp.test to [H2, H3, M]; H2 and H3 route it to [M]. So H2 and H3 hold primaries
 from H1 and shadows of what they sent to M. A client streams uniquely identified messages
 to H1; a chaos task driven by `random.Random(seed)` SIGKILLs nodes and restarts them after
-a random delay, sometimes with their disk wiped: H2 or H3, and H1 only in the variant with
-delayed acknowledgement, where the client is H1's shadow until its 250. At the end every
+a random delay, sometimes with their disk wiped: H2 or H3, and H1 only in the variants
+with delayed acknowledgement, where the client is H1's shadow until its 250, and with
+shadow before acknowledgement (`before_ack = "require"`, H2 and H3 its redundancy peers),
+where H1's 250 means a copy on H2 or H3 (H1's disk may go at any moment). At the end every
 message the client got a 250 for must be in M's Maildir exactly once, and no message twice.
 
 Limits of the model, which the chaos keeps to: one disk at a time (a wipe waits until every
@@ -75,7 +77,7 @@ elif SECONDS:
     SEEDS = [random.SystemRandom().randrange(1, 10**6) for _ in range(2)]  # new ground per run
 else:
     SEEDS = [1, 2]
-VARIANTS = ["plain", "delayed-ack"]
+VARIANTS = ["plain", "delayed-ack", "before-ack"]
 
 
 def replay_command(variant: str, seed: int) -> str:
@@ -107,7 +109,7 @@ class ChaosEvent:
 class ChaosCluster:
     """M, H1, H2 and H3 as node processes; kill, wipe and restart them."""
 
-    def __init__(self, root: Path, *, delayed_ack: bool) -> None:
+    def __init__(self, root: Path, *, delayed_ack: bool, before_ack: bool = False) -> None:
         self.root = root
         self.addresses = {name: free_loopback_address() for name in NODES}
         self.nodes: dict[str, NodeProcess] = {}
@@ -124,6 +126,12 @@ class ChaosCluster:
         }
         if delayed_ack:
             entry["smtp"] = {"delayed_ack": True, "max_ack_delay": f"{int(MAX_ACK_DELAY)}s"}
+        if before_ack:
+            # Every 250 of H1 means a copy on H2 or H3: H1's disk may go at any time.
+            entry["shadow"] = {
+                "before_ack": "require",
+                "redundancy_peers": [self.hostport("h2"), self.hostport("h3")],
+            }
         for name, overrides in (
             ("m", {"local_domains": [DOMAIN]}),
             ("h2", hub),
@@ -689,10 +697,12 @@ class TestChaos:
         replay = f"seed {seed} ({variant}); replay with: {replay_command(variant, seed)}"
         print(f"\nchaos {replay}")
         began = time.monotonic()
-        cluster = ChaosCluster(tmp_path, delayed_ack=variant == "delayed-ack")
+        cluster = ChaosCluster(
+            tmp_path, delayed_ack=variant == "delayed-ack", before_ack=variant == "before-ack"
+        )
         try:
             stream, chaos, scan = asyncio.run(
-                run_chaos(cluster, seed, wipe_entry=variant == "delayed-ack")
+                run_chaos(cluster, seed, wipe_entry=variant != "plain")
             )
             chaos_done = time.monotonic()
             acknowledged = stream.acknowledged()
