@@ -76,27 +76,18 @@ class Redundancy:
         self._wake = wake
         self._idle: list[_Connection] = []  # open, XSHADOW said: reused for the next copy
         self._expected: Hello | None = None  # the peer that took the last copy
-        self._owed: dict[str, Hello] = {}  # queue id -> the peer its commit owes a notice
 
     def prepare(self, message: ReceivedMessage) -> ReceivedMessage:
         """The message to commit: owing its notice to the peer expected to take the copy,
         so that the usual case needs no second commit before the copy."""
-        expected = self._expected
-        if expected is None:
-            return message
-        self._owed[message.queue_id] = expected
-        return replace(message, owed_to=expected)
-
-    def forget(self, queue_id: str) -> None:
-        """The commit of a prepared message failed."""
-        self._owed.pop(queue_id, None)
+        return message if self._expected is None else replace(message, owed_to=self._expected)
 
     async def copy(self, message: ReceivedMessage, within: float) -> CopyResult:
-        """Copy a committed message to one live peer within `within` seconds."""
-        owed = self._owed.pop(message.queue_id, None)
+        """Copy a committed message (as prepare() made it) to one live peer within `within`
+        seconds."""
         try:
             async with asyncio.timeout(within):
-                return await self._copy(message, owed)
+                return await self._copy(message, message.owed_to)
         except Exception as error:  # any failure of the copy: not redundant
             log.warning("no redundant copy of %s: %r", message.queue_id, error)
             return CopyResult.FAILED
@@ -109,12 +100,6 @@ class Redundancy:
     async def withdraw(self, queue_id: str) -> bool:
         """Delete the message (`require` refusal); False when part of it is being delivered."""
         return await self._ledger.withdraw(queue_id, self._clock())
-
-    def close(self) -> None:
-        """Close the idle connections to the peers."""
-        for connection in self._idle:
-            connection.client.close()
-        self._idle.clear()
 
     async def _copy(self, message: ReceivedMessage, owed: Hello | None) -> CopyResult:
         while self._idle:

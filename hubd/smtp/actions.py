@@ -103,7 +103,8 @@ class DataReceived:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    pass
+    # The redundancy peer the commit owes a discard notice to (shadow before ack), if any.
+    owed_to: Hello | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,16 +119,12 @@ class Executor:
         except asyncio.CancelledError:
             if watch is not None:
                 watch.forget(queue_id)
-            if redundancy is not None:
-                redundancy.forget(queue_id)
             raise
         except Exception:
             if watch is not None:
                 watch.forget(queue_id)
-            if redundancy is not None:
-                redundancy.forget(queue_id)
             return Failed()  # logged by _commit_done
-        return Committed()
+        return Committed(message.owed_to)
 
     async def _redundant(self, action: MakeRedundant | Withdraw) -> Outcome:
         redundancy = self._redundancy

@@ -15,6 +15,7 @@ RFC 5321 4.1 and 4.3.2 (commands and replies), RFC 1869, 1870, 3461, 6152, 6531.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from collections.abc import Callable
@@ -228,7 +229,7 @@ class Session:
             case ReceiveData(), DataReceived():
                 return self._data_received(outcome)
             case Commit(), Committed():
-                return self._committed(action)
+                return self._committed(action, outcome)
             case AwaitDeparture(), Departed():
                 return self._end_transaction(replies.queued(action.queue_id))
             case Commit(), Failed():
@@ -476,13 +477,12 @@ class Session:
         itself is never copied again)."""
         return self.policy.before_ack if self.upstream is None else None
 
-    def _committed(self, commit: Commit) -> Step:
+    def _committed(self, commit: Commit, outcome: Committed) -> Step:
         queue_id = commit.message.queue_id
         before_ack = self._before_ack()
         if before_ack is not None:
-            return self._ask(
-                None, MakeRedundant(commit.message, before_ack.required, before_ack.timeout)
-            )
+            message = dataclasses.replace(commit.message, owed_to=outcome.owed_to)
+            return self._ask(None, MakeRedundant(message, before_ack.required, before_ack.timeout))
         if commit.watch_departure and self.policy.max_ack_delay is not None:
             return self._ask(None, AwaitDeparture(queue_id, self.policy.max_ack_delay))
         return self._end_transaction(replies.queued(queue_id))

@@ -521,6 +521,14 @@ class TestData:
         assert step == Step(None, MakeRedundant(message, required=True, timeout=5.0))
         assert session.finish(Copied(made=True)) == Step(replies.queued(message.queue_id))
 
+    def test_copy_goes_with_the_peer_the_commit_owes(self) -> None:
+        """The peer the commit owes its notice to travels with the copy step."""
+        session, commit = self.before_ack(required=False)
+        step = session.finish(Committed(owed_to=UPSTREAM))
+        assert isinstance(step.action, MakeRedundant)
+        assert step.action.message.owed_to == UPSTREAM
+        assert step.action.message.queue_id == commit.message.queue_id
+
     def test_require_withdraws_then_451(self) -> None:
         """With require and no copy, the message is withdrawn and DATA gets 451 4.4.0."""
         session, commit = self.before_ack(required=True)
