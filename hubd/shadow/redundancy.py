@@ -87,7 +87,7 @@ class Redundancy:
         seconds."""
         try:
             async with asyncio.timeout(within):
-                return await self._copy(message, message.owed_to)
+                return await self._copy(message, message.owed_to, within)
         except Exception as error:  # any failure of the copy: not redundant
             log.warning("no redundant copy of %s: %r", message.queue_id, error)
             return CopyResult.FAILED
@@ -101,17 +101,25 @@ class Redundancy:
         """Delete the message (`require` refusal); False when part of it is being delivered."""
         return await self._ledger.withdraw(queue_id, self._clock())
 
-    async def _copy(self, message: ReceivedMessage, owed: Hello | None) -> CopyResult:
+    async def _copy(
+        self, message: ReceivedMessage, owed: Hello | None, within: float
+    ) -> CopyResult:
+        # A peer that stalls (cut off, not closed) must leave time for the next: a kept
+        # connection gets half the time, each hello an equal share of what remains.
+        share = within / (len(self._peers) + 1)
         while self._idle:
             connection = self._idle.pop()
             try:
-                return await self._send_on(connection, message, owed, reused=True)
-            except StaleConnection:
+                async with asyncio.timeout(within / 2):
+                    return await self._send_on(connection, message, owed, reused=True)
+            except (StaleConnection, TimeoutError) as error:
+                log.info("kept connection to %s: %r", connection.link.address, error)
                 connection.client.close()
+                self._drop_idle(connection.link.address)
             except BaseException:
                 connection.client.close()
                 raise
-        fresh = await self._first_live_peer()
+        fresh = await self._first_live_peer(share)
         if fresh is None:
             return CopyResult.FAILED
         try:
@@ -141,19 +149,26 @@ class Redundancy:
         else:
             connection.client.close()
 
-    async def _first_live_peer(self) -> _Connection | None:
+    def _drop_idle(self, address: str) -> None:
+        """A kept connection to `address` failed: the others to it are suspect too."""
+        for connection in [c for c in self._idle if c.link.address == address]:
+            self._idle.remove(connection)
+            connection.client.close()
+
+    async def _first_live_peer(self, share: float) -> _Connection | None:
         for address in self._peers:
             client: aiosmtplib.SMTP | None = None
             try:
-                client = await self._connect(address)
-                await client.ehlo()
-                if HOLD_CAPABILITY in client.esmtp_extensions.get("xshadow", "").split():
-                    link = await self._shadow.open(client, address)
-                    if link is not None:
-                        return _Connection(client, link)
-                else:
-                    log.info("redundancy peer %s does not offer XSHADOW HOLD", address)
-            except Exception as error:  # unreachable, refused, gone: try the next one
+                async with asyncio.timeout(share):
+                    client = await self._connect(address)
+                    await client.ehlo()
+                    if HOLD_CAPABILITY in client.esmtp_extensions.get("xshadow", "").split():
+                        link = await self._shadow.open(client, address)
+                        if link is not None:
+                            return _Connection(client, link)
+                    else:
+                        log.info("redundancy peer %s does not offer XSHADOW HOLD", address)
+            except Exception as error:  # unreachable, refused, stalled: try the next one
                 log.info("redundancy peer %s: %s", address, error)
             if client is not None:
                 client.close()

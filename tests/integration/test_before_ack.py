@@ -20,6 +20,7 @@ import pytest
 
 from hubd.node import Node
 from hubd.testing import (
+    FaultProxy,
     NodeProcess,
     async_wait_until,
     free_loopback_address,
@@ -195,3 +196,29 @@ class TestCopyAtNextHop:
         held = f"SELECT count(*) FROM shadows WHERE peer_address = '{a_relay}'"
         assert query(b_dir, held) == 0
         assert query(b_dir, "SELECT count(*) FROM messages") == 2  # the primaries, waiting
+
+
+class TestStalledPeer:
+    async def test_a_stalled_peer_leaves_time_for_the_next(self, start_node: NodeFactory) -> None:
+        """The first redundancy peer cut off (silent, not closed): copies go to the second
+        within before_ack_timeout, and every DATA still gets its 250."""
+        b1 = await start_node("b1")
+        b2 = await start_node("b2")
+        target = b1.relay_addresses[0]
+        a_host, _ = free_loopback_address()
+        proxy_host, _ = free_loopback_address()
+        async with FaultProxy(proxy_host, target.host, target.port, source_host=a_host) as proxy:
+            shadow = {
+                "before_ack": "require",
+                "redundancy_peers": [proxy.address, str(b2.relay_addresses[0])],
+                "before_ack_timeout": "3s",
+            }
+            a = await start_node(
+                "a", address=(a_host, 0), local_domains=["corp.test"], shadow=shadow
+            )
+            assert [code for code, _ in await send_each(a, 1)] == [250]  # B1 holds it
+            proxy.partition()
+            assert [code for code, _ in await send_each(a, 2)] == [250, 250]
+            proxy.heal()
+        assert count_events(b1.config.node.data_dir, "RECEIVE") == 1
+        assert count_events(b2.config.node.data_dir, "RECEIVE") == 2
