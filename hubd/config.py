@@ -396,12 +396,27 @@ class ShadowConfig(_Section):
     )
     auto_discard: Duration = Field(timedelta(days=3), description="Shadows and unasked notices.")
     dedup_window: Duration = Field(timedelta(days=4), description="Origin keys at final delivery.")
+    before_ack: Literal["off", "prefer", "require"] = Field(
+        "off",
+        description="Copy a plain client's message to a redundancy peer before the 250; "
+        "require: else 451 4.4.0. Supersedes smtp.delayed_ack.",
+    )
+    redundancy_peers: list[Address] = Field(
+        default_factory=list, description="Peers for before_ack's copy, tried in order."
+    )
+    before_ack_timeout: Duration = Field(
+        timedelta(seconds=5), description="For the copy, before prefer gives up or require 451s."
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> ShadowConfig:
-        for key in ("heartbeat_interval", "auto_discard", "dedup_window"):
+        for key in ("heartbeat_interval", "auto_discard", "dedup_window", "before_ack_timeout"):
             if getattr(self, key).total_seconds() <= 0:
                 raise ValueError(f"shadow.{key} must be longer than 0s")
+        if self.before_ack == "require" and not self.redundancy_peers:
+            raise ValueError('shadow.before_ack = "require" needs shadow.redundancy_peers')
+        if self.before_ack != "off" and not self.enabled:
+            raise ValueError("shadow.before_ack needs shadow.enabled")
         return self
 
 

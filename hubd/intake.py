@@ -18,7 +18,7 @@ from hubd.smtp.message import ReceivedMessage
 from hubd.smtp.params import RcptParams
 from hubd.smtp.spooling import SpooledContent
 from hubd.tracking import Tracker, TrackingEvent
-from storage import NewMessage, NewRecipient, Repository, SpooledBody
+from storage import NewMessage, NewRecipient, Repository, ShadowRecord, SpooledBody
 
 
 class Intake:
@@ -82,6 +82,19 @@ class Intake:
         body: bytes,
         spooled: SpooledBody | None,
     ) -> None:
+        # The XSHADOW sender, or else the redundancy peer expected to hold the copy.
+        upstream = message.upstream or message.owed_to
+        held_for = None
+        if message.mail_params.hold and upstream is not None:
+            # A redundancy copy: held as a shadow of the sender's primary, which owes this
+            # node a discard notice (not the other way round).
+            held_for = ShadowRecord(
+                message.mail_params.hold,
+                upstream.name,
+                upstream.incarnation,
+                message.mail_params.origin.rpartition(".")[2],
+            )
+            upstream = None
         await self._repository.enqueue(
             NewMessage(
                 queue_id=message.queue_id,
@@ -96,7 +109,9 @@ class Intake:
                 client=f"{message.helo} [{message.client_ip}]",
                 envid=message.mail_params.envid,
                 ret=message.mail_params.ret,
-                upstream=message.upstream.name if message.upstream else "",
-                upstream_incarnation=message.upstream.incarnation if message.upstream else "",
+                upstream=upstream.name if upstream else "",
+                upstream_incarnation=upstream.incarnation if upstream else "",
+                not_before=message.not_before,
+                held_for=held_for,
             )
         )

@@ -44,6 +44,10 @@ RESUBMITTED = Counter(
 SHADOWED = Counter("hubd_shadow_created", "Recipients handed to a peer that holds a shadow.")
 DISCARDED = Counter("hubd_shadow_discarded", "Shadows discarded (the peer delivered them).")
 POISONED = Counter("hubd_queue_poisoned", "Messages held after crashes during their delivery.")
+UNPROTECTED = Counter(
+    "hubd_shadow_unprotected",
+    "Messages accepted with no redundant copy (before_ack = prefer, no peer took it in time).",
+)
 
 COMMIT_SECONDS = Histogram(
     "hubd_storage_commit_seconds",
@@ -74,6 +78,7 @@ _PER_MESSAGE = {
     "DISCARD": DISCARDED,
     "POISON": POISONED,
     "DOUBLE_BOUNCE": DOUBLE_BOUNCES,
+    "UNPROTECTED": UNPROTECTED,
 }
 _PER_RECIPIENT = {
     "DEFER": DEFERRED,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from hubd.backpressure import Level, Levels
-from hubd.config import Config, HostPort
+from hubd.config import Config, HostPort, ShadowConfig
 from hubd.delivery.maildir import MaildirCourier
 from hubd.delivery.notices import notifier_for
 from hubd.delivery.retry import RetryPolicy
@@ -56,11 +56,12 @@ from hubd.shadow.client import ShadowClient
 from hubd.shadow.delayed_ack import Departures
 from hubd.shadow.heartbeat import Heartbeat
 from hubd.shadow.protocol import Hello
+from hubd.shadow.redundancy import Redundancy
 from hubd.signals import LocalSignals, Signals
 from hubd.smtp.credentials import Credentials
 from hubd.smtp.executor import Executor
 from hubd.smtp.limits import LocalCounters, NodeCounters, session_limits
-from hubd.smtp.policy import ListenerPolicy, ShadowOffer, SubmissionOffer
+from hubd.smtp.policy import BeforeAck, ListenerPolicy, ShadowOffer, SubmissionOffer
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Inbound, Listener, start_listener
 from hubd.tls import ServerTls
@@ -92,6 +93,12 @@ class Role:
 
 
 ALL = Role()
+
+
+def _before_ack(shadow: ShadowConfig) -> BeforeAck | None:
+    if shadow.before_ack == "off":
+        return None
+    return BeforeAck(shadow.before_ack == "require", shadow.before_ack_timeout.total_seconds())
 
 
 def _source_host(listen: Sequence[HostPort]) -> str | None:
@@ -498,6 +505,7 @@ class Node:
             ledger=core.ledger,
             tracker=core.tracker,
             credentials=self._credentials,
+            redundancy=self._redundancy(core) if config.shadow.before_ack != "off" else None,
         )
         spool = core.database.spool
         spool.prepare()
@@ -512,6 +520,27 @@ class Node:
             tls=ServerTls(config.tls) if config.tls is not None else None,
         )
 
+    def _redundancy(self, core: _Core) -> Redundancy:
+        config = self.config
+        shadow = self._shadow_client(core)
+        smtp = self._smtp_courier(shadow)
+
+        async def connect(address: str) -> aiosmtplib.SMTP:
+            return await smtp.connect(HostPort.parse(address))
+
+        return Redundancy(
+            peers=[str(peer) for peer in config.shadow.redundancy_peers],
+            connect=connect,
+            shadow=shadow,
+            ledger=core.ledger,
+            reader=core.repository,
+            # Where the peer heartbeats this node: the relay listener as bound.
+            relay_address=lambda: str(self.relay_addresses[0]),
+            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            clock=self._clock,
+            wake=lambda: self._signals.work(None),
+        )
+
     def _relay_policy(self, core: _Core) -> ListenerPolicy:
         config = self.config
         smtp = config.smtp
@@ -522,6 +551,7 @@ class Node:
             shadow=ShadowOffer(core.me, config.shadow_peers) if config.shadow.enabled else None,
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
             starttls=config.tls is not None,
+            before_ack=_before_ack(config.shadow),
         )
 
     def _relay_rule(self, core: _Core) -> RelayPolicy:
@@ -545,6 +575,7 @@ class Node:
             limits=session_limits(smtp),
             max_ack_delay=smtp.max_ack_delay.total_seconds() if smtp.delayed_ack else None,
             starttls=starttls,
+            before_ack=_before_ack(config.shadow),
             submission=SubmissionOffer(
                 plaintext_auth=submission.allow_plaintext_auth,
                 failure_delay=submission.auth_failure_delay.total_seconds(),

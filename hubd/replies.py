@@ -154,6 +154,10 @@ XSHADOW_NEEDED = Reply(503, "5.5.1", "Send XSHADOW first")
 XSHADOW_IN_TRANSACTION = Reply(503, "5.5.1", "Not inside a mail transaction")
 ORIGIN_NEEDS_XSHADOW = Reply(555, "5.5.4", "XORIGIN is accepted only after XSHADOW")
 BAD_ORIGIN = Reply(501, "5.5.4", "Malformed XORIGIN")
+HOLD_NEEDS_XSHADOW = Reply(555, "5.5.4", "XHOLD is accepted only after XSHADOW")
+BAD_HOLD = Reply(501, "5.5.4", "XHOLD must be the primary's host:port")
+HOLD_NEEDS_OWN_ORIGIN = Reply(501, "5.5.4", "XHOLD needs an XORIGIN of the XSHADOW sender's own")
+NOT_REDUNDANT = Reply(451, "4.4.0", "Message failed to be made redundant")
 ACK_TOO_HIGH = Reply(501, "5.5.4", "ACK is past the last sequence number listed")
 
 # Routing by DNS (RFC 3463 X.4.x, RFC 7505); the 4.4.0 text is Exchange 2007's, verbatim.

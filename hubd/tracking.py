@@ -45,6 +45,7 @@ class TrackingEvent(enum.StrEnum):
     SHADOW = "SHADOW"
     DISCARD = "DISCARD"
     DUPLICATE = "DUPLICATE"
+    UNPROTECTED = "UNPROTECTED"  # accepted with no redundant copy (before_ack = "prefer")
     POISON = "POISON"
     PRESSURE = "PRESSURE"  # a change of back-pressure level (queue_id empty)
     DOUBLE_BOUNCE = "DOUBLE_BOUNCE"  # mail from <> that failed and could go nowhere: dropped

@@ -56,6 +56,12 @@ class NewMessage:
     upstream_incarnation: str = ""
     # A body too big to hold: `body` is then its head, the spool file the rest.
     spooled: SpooledBody | None = None
+    # Shadow before acknowledgement, at the accepting node: not due before this (the copy
+    # is being made; released once it is, or withdrawn). None: due at once.
+    not_before: float | None = None
+    # A redundancy copy of another node's primary: held as a shadow of it, not delivered
+    # unless that node dies or loses its queue (docs/xshadow.md, XHOLD).
+    held_for: ShadowRecord | None = None
 
     @property
     def size(self) -> int:

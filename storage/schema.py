@@ -134,7 +134,8 @@ early_discards = Table(
     Column("received_at", Float, nullable=False),
 )
 
-# Peer queue ids this node took over (resubmitted), to tell the peer when it comes back.
+# Peer queue ids this node took over (resubmitted), to tell the peer when it comes back:
+# once this node's own copy (queue_id; "" from before 0004: at once) has left it.
 taken = Table(
     "taken",
     metadata,
@@ -142,6 +143,7 @@ taken = Table(
     Column("peer_incarnation", String, primary_key=True),
     Column("peer_queue_id", String, primary_key=True),
     Column("taken_at", Float, nullable=False),
+    Column("queue_id", String, nullable=False, server_default=""),
 )
 
 # What this node knows of each peer it sends to: incarnation, acknowledged notice sequence.

@@ -168,6 +168,7 @@ def _resubmit(
                     peer_incarnation=row.peer_incarnation,
                     peer_queue_id=row.peer_queue_id,
                     taken_at=now,
+                    queue_id=info[row.message][0],
                 )
                 .on_conflict_do_nothing()
             )
@@ -252,6 +253,78 @@ class ShadowLedger:
             return dropped, settle(driver(conn), [r.id for r in rows], now)
 
         return await self._writer.submit("xqtaken", apply)
+
+    # -- shadow before acknowledgement, at the accepting node --
+
+    async def owe_copy(self, queue_id: str, peer: str, incarnation: str, now: float) -> bool:
+        """Record that this message's departure owes `peer` a discard notice (it is about
+        to hold a redundancy copy); False when the message has left already (no copy
+        needed: it is delivered, or a next hop holds it under a shadow)."""
+
+        def apply(conn: Connection) -> bool:
+            _register_upstream(conn, peer, incarnation, now)
+            row = conn.execute(select(messages.c.id).where(messages.c.queue_id == queue_id)).first()
+            if row is None:
+                return False
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == row.id)
+                .values(upstream=peer, upstream_incarnation=incarnation)
+            )
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(recipients)
+                .where(
+                    recipients.c.message == row.id,
+                    recipients.c.state.in_([RecipientState.PENDING, RecipientState.HELD]),
+                )
+            ).scalar_one()
+            return bool(waiting)
+
+        return await self._writer.submit("owe-copy", apply)
+
+    async def release_copied(self, queue_id: str, now: float) -> None:
+        """The copy is made (or, with `prefer`, given up): the message is due now."""
+
+        def apply(conn: Connection) -> None:
+            target = select(messages.c.id).where(messages.c.queue_id == queue_id)
+            conn.execute(
+                update(recipients)
+                .where(
+                    recipients.c.message.in_(target),
+                    recipients.c.state == RecipientState.PENDING,
+                    recipients.c.lease_owner.is_(None),
+                    recipients.c.attempts == 0,
+                )
+                .values(next_attempt_at=now)
+            )
+
+        await self._writer.submit("release-copied", apply)
+
+    async def withdraw(self, queue_id: str, now: float) -> bool:
+        """`require` found no copy: drop the message (its departure owes the peer tried a
+        notice, so a copy it may hold goes too); False when part of it is being delivered."""
+
+        def apply(conn: Connection) -> bool:
+            row = conn.execute(select(messages.c.id).where(messages.c.queue_id == queue_id)).first()
+            if row is None:
+                return False
+            leased = conn.execute(
+                select(func.count())
+                .select_from(recipients)
+                .where(recipients.c.message == row.id, recipients.c.lease_owner.is_not(None))
+            ).scalar_one()
+            if leased:
+                return False
+            conn.execute(
+                update(recipients)
+                .where(recipients.c.message == row.id)
+                .values(state=RecipientState.DROPPED, last_error="no redundant copy made")
+            )
+            settle(driver(conn), [row.id], now)
+            return True
+
+        return await self._writer.submit("withdraw", apply)
 
     # -- upstream (U) --
 
@@ -446,10 +519,22 @@ class ShadowLedger:
             return list(result.scalars())
 
     async def taken_ids(self, address: str, incarnation: str) -> list[str]:
+        """The peer's ids taken over whose resubmitted copy has left this node.
+
+        Until it has (handed on under a shadow, delivered, failed with its DSN queued), the
+        peer keeps its copy: a message is always on two disks or delivered.
+        """
+        waiting = (
+            select(messages.c.queue_id)
+            .join(recipients, recipients.c.message == messages.c.id)
+            .where(recipients.c.state.in_([RecipientState.PENDING, RecipientState.HELD]))
+        )
         async with self._read.connect() as conn:
             result = await conn.execute(
                 select(taken.c.peer_queue_id).where(
-                    taken.c.peer_address == address, taken.c.peer_incarnation == incarnation
+                    taken.c.peer_address == address,
+                    taken.c.peer_incarnation == incarnation,
+                    taken.c.queue_id.not_in(waiting),
                 )
             )
             return list(result.scalars())

@@ -182,10 +182,15 @@ def node_settings(layout: Layout, plan: NodePlan) -> dict[str, Any]:
         # The outside world's MTA is no hubd peer: plain SMTP, no shadows.
         settings["shadow"] = {"enabled": False}
     elif plan.role is Role.HUB:
-        later = [h.relay for h in hubs[hubs.index(plan) + 1 :]]
+        position = hubs.index(plan)
+        later = [h.relay for h in hubs[position + 1 :]]
         settings["routes"] = [
             {"domains": [CLUSTER_DOMAIN], "next_hops": [layout.node("mbx-1").relay, *later]}
         ]
+        # A copy on another hub before each 250 to a client; accepted anyway (UNPROTECTED)
+        # when none is up, so a cluster of one hub still takes mail.
+        others = [h.relay for h in hubs[position + 1 :] + hubs[:position]]
+        settings["shadow"] |= {"before_ack": "prefer", "redundancy_peers": others}
     return settings
 
 

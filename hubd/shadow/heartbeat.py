@@ -79,6 +79,7 @@ class Heartbeat:
         await asyncio.gather(*(self._beat(address) for address in targets))
 
     async def _beat(self, address: str) -> None:
+        # The whole session within one interval: a stalled peer is a miss, not a 5 min wait.
         try:
             async with asyncio.timeout(self._interval):
                 client = await self._connect(address)

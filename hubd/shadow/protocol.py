@@ -1,9 +1,10 @@
-"""The XSHADOW wire format: arguments and replies of XSHADOW, XQDISCARD, XQTAKEN, XORIGIN.
+"""The XSHADOW wire format: arguments and replies of XSHADOW, XQDISCARD, XQTAKEN, XORIGIN, XHOLD.
 
 Owns: parsing every XSHADOW verb and reply, as plain functions over strings (D's replies
 are built in hubd/replies.py, beside every other reply).
 Public: VERSION, Hello, parse_hello(), parse_hello_reply(), parse_discard(),
-parse_discard_reply(), parse_taken(), valid_origin(), parse_queued_reply().
+parse_discard_reply(), parse_taken(), parse_hold(), valid_origin(), parse_queued_reply(),
+HOLD_CAPABILITY.
 Failures: none raised; a malformed input gives None.
 See also: docs/xshadow.md.
 """
@@ -14,6 +15,9 @@ import re
 from dataclasses import dataclass
 
 VERSION = 1
+# Said after the version in EHLO ("XSHADOW 1 HOLD"): this node holds redundancy copies
+# (MAIL ... XHOLD=); an XSHADOW 1 node without it is simply never sent one.
+HOLD_CAPABILITY = "HOLD"
 MAX_TAKEN_PER_COMMAND = 50  # keeps XQTAKEN within the 512-byte command line
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
@@ -84,6 +88,17 @@ def parse_taken(argument: str | None) -> list[str] | None:
     if not ids or len(ids) > MAX_TAKEN_PER_COMMAND or not all(_QUEUE_ID.match(i) for i in ids):
         return None
     return ids
+
+
+def parse_hold(value: str) -> str | None:
+    """An XHOLD value, the primary's relay `host:port` (`[v6]:port`), or None when malformed."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        return None
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not bare or not all(c.isalnum() or c in ".-:" for c in bare):
+        return None
+    return value
 
 
 def valid_origin(value: str) -> bool:

@@ -1,8 +1,8 @@
 """What a session asks its caller to do, and what the caller reports back.
 
 Owns: the action values a Session returns (read DATA, commit, wait for a departure, the
-XSHADOW bookkeeping, start TLS, check credentials, close) and the outcome values fed back
-to Session.finish().
+XSHADOW bookkeeping, start TLS, check credentials, the redundancy copy before the 250,
+close) and the outcome values fed back to Session.finish().
 Public: Step, the Action and Outcome types below.
 See also: hubd/smtp/session.py (makes them), hubd/smtp/executor.py and
 hubd/smtp/server.py (carry them out).
@@ -32,6 +32,7 @@ class Commit:
 
     message: ReceivedMessage
     watch_departure: bool  # delayed ack: start watching before the commit, so none is missed
+    copy_before_ack: bool = False  # MakeRedundant follows: owe the expected peer a notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +83,36 @@ class CheckCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class MakeRedundant:
+    """Copy the committed message to a redundancy peer within `timeout`; report Copied."""
+
+    message: ReceivedMessage
+    required: bool  # before_ack = "require": a failure is followed by Withdraw
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Delete a committed message that could not be made redundant; report Withdrawn."""
+
+    queue_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection, after sending the step's reply."""
 
 
-NodeAction = Commit | AwaitDeparture | RegisterUpstream | ListNotices | DropTaken | CheckCredentials
+NodeAction = (
+    Commit
+    | AwaitDeparture
+    | RegisterUpstream
+    | ListNotices
+    | DropTaken
+    | CheckCredentials
+    | MakeRedundant
+    | Withdraw
+)
 Action = ReceiveData | StartTls | Close | NodeAction
 
 
@@ -98,7 +124,8 @@ class DataReceived:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    pass
+    # The redundancy peer the commit owes a discard notice to (shadow before ack), if any.
+    owed_to: Hello | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +176,16 @@ class AuthBusy:
 
 
 @dataclass(frozen=True, slots=True)
+class Copied:
+    made: bool  # False: no peer took the copy in time
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    done: bool  # False: part of it was already being delivered, so it stays
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The action could not be carried out (a storage fault); logged where it happened."""
 
@@ -167,6 +204,8 @@ Outcome = (
     | Authenticated
     | NotAuthenticated
     | AuthBusy
+    | Copied
+    | Withdrawn
     | Failed
 )
 

@@ -2,7 +2,8 @@
 password checks.
 
 Owns: running a session's node actions (hubd/smtp/actions.py) against the intake, the
-departures of delayed acknowledgement and the shadow ledger, turning their failures into a
+departures of delayed acknowledgement, the redundancy copies of shadow before
+acknowledgement (and their UNPROTECTED events) and the shadow ledger, turning their failures into a
 Failed outcome, and knowing which commits are in flight (so shutdown can let them answer).
 Public: Executor, Intake.
 Failures: none raised but cancellation; a storage fault is logged here and reported Failed.
@@ -19,22 +20,27 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hubd.shadow.delayed_ack import Departures
+from hubd.shadow.redundancy import CopyResult, Redundancy
 from hubd.smtp.actions import (
     AckRefused,
     AwaitDeparture,
     CheckCredentials,
     Commit,
     Committed,
+    Copied,
     Departed,
     DropTaken,
     Failed,
     ListNotices,
+    MakeRedundant,
     NodeAction,
     NoticesListed,
     Outcome,
     RegisterUpstream,
     TakenDropped,
     UpstreamRegistered,
+    Withdraw,
+    Withdrawn,
 )
 from hubd.smtp.credentials import Credentials
 from hubd.smtp.message import ReceivedMessage
@@ -59,6 +65,7 @@ class Executor:
         ledger: ShadowLedger | None = None,
         tracker: Tracker | None = None,
         credentials: Credentials | None = None,
+        redundancy: Redundancy | None = None,
     ) -> None:
         self._intake = intake
         self._credentials = credentials
@@ -66,6 +73,8 @@ class Executor:
         self._departures = departures
         self._ledger = ledger
         self._tracker = tracker
+        self._redundancy = redundancy
+        self._background: set[asyncio.Task[None]] = set()
         self._commits: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -87,6 +96,8 @@ class Executor:
                 log.error("AUTH on a node with no users file")
                 return Failed()
             return await self._credentials.check(action)
+        if isinstance(action, MakeRedundant | Withdraw):
+            return await self._redundant(action)
         try:
             return await self._shadow(action)
         except Exception as error:
@@ -102,11 +113,15 @@ class Executor:
             log.warning("%d commits still in flight at shutdown", len(self._commits))
 
     async def _commit(self, action: Commit) -> Outcome:
-        queue_id = action.message.queue_id
+        message = action.message
+        queue_id = message.queue_id
         watch = self._departures if action.watch_departure else None
         if watch is not None:
             watch.expect(queue_id)
-        task = asyncio.create_task(self._intake(action.message), name=f"commit {queue_id}")
+        redundancy = self._redundancy if action.copy_before_ack else None
+        if redundancy is not None:
+            message = redundancy.prepare(message)
+        task = asyncio.create_task(self._intake(message), name=f"commit {queue_id}")
         self._commits.add(task)
         self._idle.clear()
         task.add_done_callback(self._commit_done)
@@ -120,7 +135,44 @@ class Executor:
             if watch is not None:
                 watch.forget(queue_id)
             return Failed(no_space=is_disk_full(error))  # logged by _commit_done
-        return Committed()
+        return Committed(message.owed_to)
+
+    async def _redundant(self, action: MakeRedundant | Withdraw) -> Outcome:
+        redundancy = self._redundancy
+        if redundancy is None:
+            raise RuntimeError("before_ack action without a redundancy peer list")
+        if isinstance(action, Withdraw):
+            try:
+                return Withdrawn(await redundancy.withdraw(action.queue_id))
+            except Exception:
+                log.exception("withdrawing %s failed", action.queue_id)
+                return Failed()
+        message = action.message
+        result = await redundancy.copy(message, action.timeout)
+        if result is CopyResult.FAILED and action.required:
+            return Copied(made=False)  # withdrawn next: stays not due meanwhile
+        if result is CopyResult.FAILED and self._tracker is not None:
+            self._tracker.record(
+                TrackingEvent.UNPROTECTED,
+                queue_id=message.queue_id,
+                sender=message.sender,
+                recipients=message.recipients,
+                message_id=message.message_id,
+                reply="no redundancy peer took a copy within before_ack_timeout",
+            )
+        # Due now; after the 250 (a crash before this only delays it to its not_before).
+        self._in_background(redundancy.release(message.queue_id), f"release {message.queue_id}")
+        return Copied(made=result is not CopyResult.FAILED)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("%s failed", task.get_name(), exc_info=error)
 
     def _commit_done(self, task: asyncio.Task[None]) -> None:
         self._commits.discard(task)

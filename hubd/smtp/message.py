@@ -37,6 +37,10 @@ class ReceivedMessage:
     mail_params: MailParams = field(default_factory=MailParams)
     rcpt_params: tuple[RcptParams, ...] = ()
     upstream: Hello | None = None  # the XSHADOW peer this came from, owed a discard notice
+    # Shadow before acknowledgement: not due before this, while its copy is being made,
+    # and the redundancy peer expected to take the copy, owed a discard notice.
+    not_before: float | None = None
+    owed_to: Hello | None = None
 
     @property
     def size(self) -> int:

@@ -1,11 +1,11 @@
 """The parameters after a MAIL or RCPT path (RFC 5321 4.1.2 esmtp-param), checked.
 
 Owns: which parameters hubd takes and their syntax: on MAIL SIZE, BODY, SMTPUTF8, RET and
-ENVID (RFC 3461 DSN) and XSHADOW's XORIGIN; on RCPT NOTIFY and ORCPT.
+ENVID (RFC 3461 DSN) and XSHADOW's XORIGIN and XHOLD; on RCPT NOTIFY and ORCPT.
 Public: MailParams, RcptParams, parse_mail_params(), parse_rcpt_params(), decode_xtext().
 Failures: none raised; a malformed, repeated or unknown parameter gives its Reply.
 Limits: xtext is decoded (RFC 3461 4); ORCPT keeps its address type ("rfc822;bob@x");
-XORIGIN's value is checked by the session, which knows whether XSHADOW was given.
+XORIGIN's and XHOLD's values are checked by the session, which knows whether XSHADOW was given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 # RFC 5321 4.1.2: esmtp-keyword and esmtp-value (printable US-ASCII but "=" and space).
 _PARAM = re.compile(r"(?P<key>[A-Za-z0-9][A-Za-z0-9-]*)(?:=(?P<value>[!-<>-~]+))?\Z")
 _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
-_MAIL_KEYS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "XORIGIN"})
+_MAIL_KEYS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "XORIGIN", "XHOLD"})
 _RCPT_KEYS = frozenset({"NOTIFY", "ORCPT"})
 MAX_ENVID = 100  # RFC 3461 4.4
 MAX_ORCPT = 500  # RFC 3461 4.2
@@ -32,6 +32,7 @@ class MailParams:
     ret: str = ""  # "FULL", "HDRS" or "" when not given
     envid: str = ""
     origin: str = ""  # XORIGIN (XSHADOW peers only), checked by the session
+    hold: str = ""  # XHOLD: a redundancy copy of the primary at this host:port (ditto)
     size: int | None = None  # the SIZE the client declared
     smtputf8: bool = False  # RFC 6531: the envelope may hold non-ASCII addresses
 
@@ -88,10 +89,13 @@ def parse_mail_params(text: str) -> MailParams | Reply:
         return replies.BAD_ENVID
     if "XORIGIN" in found and not found["XORIGIN"]:
         return replies.BAD_ORIGIN
+    if "XHOLD" in found and not found["XHOLD"]:
+        return replies.BAD_HOLD
     return MailParams(
         ret=ret,
         envid=envid,
         origin=found.get("XORIGIN") or "",
+        hold=found.get("XHOLD") or "",
         size=size,
         smtputf8="SMTPUTF8" in found,
     )

@@ -2,8 +2,8 @@
 
 Owns: the shape of a listener's policy: its name, relay rule, limits, whether it speaks
 XSHADOW with peers, whether it offers STARTTLS, whether it is a submission listener (AUTH,
-senders bound to users) and whether it delays acknowledgements.
-Public: ListenerPolicy, ShadowOffer, SubmissionOffer.
+senders bound to users), and whether it delays acknowledgements or copies before them.
+Public: ListenerPolicy, ShadowOffer, SubmissionOffer, BeforeAck.
 Limits: a listener is relay or submission; peer-only listeners would be one more field.
 See also: hubd/smtp/session.py (reads it), hubd/node.py (builds it from the config).
 """
@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hubd.shadow.protocol import VERSION, Hello
+from hubd.shadow.protocol import HOLD_CAPABILITY, VERSION, Hello
 from hubd.smtp.limits import SessionLimits
 from hubd.smtp.relay import RelayPolicy
 
@@ -31,7 +31,7 @@ class ShadowOffer:
     @property
     def extension(self) -> str:
         """The EHLO keyword line."""
-        return f"XSHADOW {VERSION}"
+        return f"XSHADOW {VERSION} {HOLD_CAPABILITY}"
 
     def is_peer(self, client_ip: str) -> bool:
         try:
@@ -63,3 +63,12 @@ class ListenerPolicy:
     max_ack_delay: float | None = None  # delayed acknowledgement; None: answer at commit
     starttls: bool = False  # STARTTLS offered ([tls] is set and TLS is not implicit)
     submission: SubmissionOffer | None = None  # None: a relay listener (no AUTH)
+    before_ack: BeforeAck | None = None  # shadow before acknowledgement; supersedes delay
+
+
+@dataclass(frozen=True, slots=True)
+class BeforeAck:
+    """`[shadow] before_ack`: copy to a peer before the 250; `required`: else 451 4.4.0."""
+
+    required: bool
+    timeout: float

@@ -17,6 +17,7 @@ RFC 5321 4.1 and 4.3.2 (commands and replies), RFC 1869, 1870, 3207, 3461, 4954,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from collections.abc import Callable
@@ -40,11 +41,13 @@ from hubd.smtp.actions import (
     Close,
     Commit,
     Committed,
+    Copied,
     DataReceived,
     Departed,
     DropTaken,
     Failed,
     ListNotices,
+    MakeRedundant,
     NotAuthenticated,
     NoticesListed,
     Outcome,
@@ -55,6 +58,8 @@ from hubd.smtp.actions import (
     TakenDropped,
     TlsStarted,
     UpstreamRegistered,
+    Withdraw,
+    Withdrawn,
 )
 from hubd.smtp.address import parse_mailbox, split_path
 from hubd.smtp.commands import line_limit, parse_command, valid_helo
@@ -62,7 +67,7 @@ from hubd.smtp.data import ContentFault
 from hubd.smtp.limits import NodeCounters, client_key
 from hubd.smtp.message import ReceivedMessage, received_header
 from hubd.smtp.params import MailParams, RcptParams, parse_mail_params, parse_rcpt_params
-from hubd.smtp.policy import ListenerPolicy
+from hubd.smtp.policy import BeforeAck, ListenerPolicy
 from hubd.smtp.relay import decide_recipient, postmaster
 from hubd.smtp.sasl import (
     LOGIN_PASSWORD,
@@ -274,11 +279,13 @@ class Session:
             case ReceiveData(), DataReceived():
                 return self._data_received(outcome)
             case Commit(), Committed():
-                return self._committed(action)
+                return self._committed(action, outcome)
             case AwaitDeparture(), Departed():
                 return self._end_transaction(replies.queued(action.queue_id))
             case Commit() | ReceiveData(), Failed():
                 return self._end_transaction(_failure_reply(outcome))
+            case MakeRedundant() | Withdraw(), _:
+                return self._redundancy_finished(action, outcome)
             case RegisterUpstream(), UpstreamRegistered():
                 self.upstream = action.upstream
                 assert self.policy.shadow is not None
@@ -307,6 +314,21 @@ class Session:
                 return self._auth_failed()
             case CheckCredentials(), AuthBusy() | Failed():
                 return Step(replies.AUTH_BUSY)
+        raise RuntimeError(f"{outcome!r} is no outcome of {action!r}")
+
+    def _redundancy_finished(self, action: MakeRedundant | Withdraw, outcome: Outcome) -> Step:
+        """After the copy before the 250: the 250, or (require) withdraw, then 451 4.4.0."""
+        match action, outcome:
+            case MakeRedundant(), Copied():
+                if outcome.made or not action.required:
+                    return self._end_transaction(replies.queued(action.message.queue_id))
+                return self._ask(None, Withdraw(action.message.queue_id))
+            case Withdraw(), Withdrawn():
+                if outcome.done:
+                    return self._end_transaction(replies.NOT_REDUNDANT)
+                return self._end_transaction(replies.queued(action.queue_id))
+            case Withdraw(), Failed():
+                return self._end_transaction(replies.LOCAL_ERROR)
         raise RuntimeError(f"{outcome!r} is no outcome of {action!r}")
 
     # The commands, named after their verbs.
@@ -345,6 +367,10 @@ class Session:
             return self._error(replies.NEEDS_SMTPUTF8)
         if params.origin:
             refusal = xshadow.check_origin(self.upstream, params.origin)
+            if refusal is not None:
+                return self._error(refusal)
+        if params.hold:
+            refusal = xshadow.check_hold(self.upstream, params.origin, params.hold)
             if refusal is not None:
                 return self._error(refusal)
         if self.user is not None and address.lower() not in self._addresses:
@@ -624,6 +650,7 @@ class Session:
             if message_id is None:
                 message_id = f"<{queue_id}.{self._rng.getrandbits(32):08x}@{self.policy.hostname}>"
                 trace += f"Message-ID: {message_id}\r\n".encode()
+        before_ack = self._before_ack()
         message = ReceivedMessage(
             queue_id=queue_id,
             sender=transaction.sender,
@@ -637,13 +664,30 @@ class Session:
             mail_params=transaction.params,
             rcpt_params=tuple(transaction.rcpt_params),
             upstream=self.upstream,
+            # Held back (at most twice the copy's timeout) until its copy is made.
+            not_before=now + 2 * before_ack.timeout if before_ack is not None else None,
         )
-        # XSHADOW.md, delayed acknowledgement: only a sender that holds no shadow waits.
-        delayed = self.policy.max_ack_delay is not None and self.upstream is None
-        return self._ask(None, Commit(message, watch_departure=delayed))
+        # XSHADOW.md, delayed acknowledgement: only a sender that holds no shadow waits,
+        # and not when its message is copied before the 250 instead.
+        delayed = (
+            self.policy.max_ack_delay is not None and self.upstream is None and before_ack is None
+        )
+        return self._ask(
+            None,
+            Commit(message, watch_departure=delayed, copy_before_ack=before_ack is not None),
+        )
 
-    def _committed(self, commit: Commit) -> Step:
+    def _before_ack(self) -> BeforeAck | None:
+        """The copy before the 250, for a sender that holds no shadow (a redundancy copy
+        itself is never copied again)."""
+        return self.policy.before_ack if self.upstream is None else None
+
+    def _committed(self, commit: Commit, outcome: Committed) -> Step:
         queue_id = commit.message.queue_id
+        before_ack = self._before_ack()
+        if before_ack is not None:
+            message = dataclasses.replace(commit.message, owed_to=outcome.owed_to)
+            return self._ask(None, MakeRedundant(message, before_ack.required, before_ack.timeout))
         if commit.watch_departure and self.policy.max_ack_delay is not None:
             return self._ask(None, AwaitDeparture(queue_id, self.policy.max_ack_delay))
         return self._end_transaction(replies.queued(queue_id))

@@ -1,8 +1,8 @@
-"""The downstream side of XSHADOW: the XSHADOW, XQDISCARD and XQTAKEN verbs, and XORIGIN.
+"""The downstream side of XSHADOW: the XSHADOW, XQDISCARD and XQTAKEN verbs, XORIGIN, XHOLD.
 
 Owns: who may use each verb and when (a peer, after EHLO, outside a transaction, XSHADOW
 first and once), their argument checks, and the action each asks for.
-Public: check_verb(), xshadow(), xqdiscard(), xqtaken(), check_origin().
+Public: check_verb(), xshadow(), xqdiscard(), xqtaken(), check_origin(), check_hold().
 Failures: none raised; every refusal is a Reply.
 See also: docs/xshadow.md, hubd/smtp/session.py (dispatches here),
 hubd/smtp/executor.py (runs the bookkeeping against storage/shadows.py).
@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from hubd import replies
 from hubd.replies import Reply
-from hubd.shadow.protocol import Hello, parse_discard, parse_hello, parse_taken, valid_origin
+from hubd.shadow.protocol import (
+    Hello,
+    parse_discard,
+    parse_hello,
+    parse_hold,
+    parse_taken,
+    valid_origin,
+)
 from hubd.smtp.actions import DropTaken, ListNotices, RegisterUpstream
 from hubd.smtp.policy import ShadowOffer
 
@@ -67,4 +74,18 @@ def check_origin(upstream: Hello | None, origin: str) -> Reply | None:
         return replies.ORIGIN_NEEDS_XSHADOW
     if not valid_origin(origin):
         return replies.BAD_ORIGIN
+    return None
+
+
+def check_hold(upstream: Hello | None, origin: str, hold: str) -> Reply | None:
+    """The refusal of an XHOLD parameter (a redundancy copy), or None when it may be used.
+
+    Only the accepting node asks for one, so the origin key must be the sender's own.
+    """
+    if upstream is None:
+        return replies.HOLD_NEEDS_XSHADOW
+    if parse_hold(hold) is None:
+        return replies.BAD_HOLD
+    if not origin.startswith(f"{upstream.name}.{upstream.incarnation}."):
+        return replies.HOLD_NEEDS_OWN_ORIGIN
     return None

@@ -1,6 +1,8 @@
-"""A TCP proxy that cuts SMTP connections where a test tells it to.
+"""A TCP proxy that cuts SMTP connections where a test tells it to, or stalls them all.
 
-Owns: relaying connections to one target and cutting them at matching lines.  Not: SMTP parsing.
+Owns: relaying connections to one target, cutting them at matching lines, and partitions
+(every connection held open with no byte passing, as an unreachable host's would be, until
+healed).  Not: SMTP parsing.
 Public: FaultProxy, Cut, Direction, When.
 Failures: wait_fired() raises TimeoutError; cut() raises ValueError on bad arguments; a client
 whose target cannot be reached has its connection closed (and a warning is logged).
@@ -157,6 +159,9 @@ class FaultProxy:
         self.source_host = source_host
         # When true, new connections are accepted and closed at once (a dead next hop).
         self.refuse = False
+        # Set while bytes may flow; cleared by partition(), set again by heal().
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._listen_port = listen_port
         self._timeout = timeout
         self._server: asyncio.Server | None = None
@@ -237,7 +242,24 @@ class FaultProxy:
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, self.listen_host, self._port)
 
+    def partition(self) -> None:
+        """Stall every connection, open and new, without closing any (a network cut).
+
+        Connections are still accepted but not relayed, and bytes already in flight wait in
+        the proxy; nothing is closed, so each side sees only silence until its own timeout.
+        """
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        """End a partition: held bytes and waiting connections go on, as TCP's would."""
+        self._flowing.set()
+
     # State
+
+    @property
+    def partitioned(self) -> bool:
+        """True between partition() and heal()."""
+        return not self._flowing.is_set()
 
     @property
     def port(self) -> int:
@@ -344,6 +366,7 @@ class FaultProxy:
             if refuse:
                 link.abort()
                 return
+            await self._flowing.wait()  # a partitioned connection is held, never refused
             async with asyncio.timeout(self._timeout):
                 target_reader, link.target = await asyncio.open_connection(
                     self.target_host,
@@ -387,6 +410,7 @@ class FaultProxy:
         try:
             while not link.cut:
                 data = await reader.read(_READ_SIZE)
+                await self._flowing.wait()
                 if link.cut:
                     return
                 if not data:

@@ -5,8 +5,12 @@ for corp.test, never wiped), and hubs H1 (entry: the client submits there), H2 a
 routes corp.test to [H2, H3, M]; H2 and H3 route it to [M]. So H2 and H3 hold primaries
 from H1 and shadows of what they sent to M. A client streams uniquely identified messages
 to H1; a chaos task driven by `random.Random(seed)` SIGKILLs nodes and restarts them after
-a random delay, sometimes with their disk wiped: H2 or H3, and H1 only in the variant with
-delayed acknowledgement, where the client is H1's shadow until its 250. At the end every
+a random delay, sometimes with their disk wiped: H2 or H3, and H1 only in the variants
+with delayed acknowledgement, where the client is H1's shadow until its 250, and with
+shadow before acknowledgement (`before_ack = "require"`, H2 and H3 its redundancy peers),
+where H1's 250 means a copy on H2 or H3 (H1's disk may go at any moment) and H1's links
+to H2 and H3 go through FaultProxies that the chaos cuts (silence, not a reset) and heals,
+for up to 9 s (past the heartbeat limit). At the end every
 message the client got a 250 for must be in M's Maildir exactly once, and no message twice.
 
 Limits of the model, which the chaos keeps to: one disk at a time (a wipe waits until every
@@ -29,6 +33,7 @@ import re
 import shlex
 import sqlite3
 import statistics
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -40,7 +45,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from hubd.testing import NodeProcess, free_loopback_address, wait_until, write_config
+from hubd.testing import (
+    FaultProxy,
+    NodeProcess,
+    free_loopback_address,
+    wait_until,
+    write_config,
+)
 from hubd.tracking import read_events
 from tests.conftest import merge, node_settings
 
@@ -75,7 +86,7 @@ elif SECONDS:
     SEEDS = [random.SystemRandom().randrange(1, 10**6) for _ in range(2)]  # new ground per run
 else:
     SEEDS = [1, 2]
-VARIANTS = ["plain", "delayed-ack"]
+VARIANTS = ["plain", "delayed-ack", "before-ack"]
 
 
 def replay_command(variant: str, seed: int) -> str:
@@ -104,10 +115,41 @@ class ChaosEvent:
     action: str  # "kill", "wipe" (after a kill), "start"
 
 
-class ChaosCluster:
-    """M, H1, H2 and H3 as node processes; kill, wipe and restart them."""
+class Links:
+    """H1's links to H2 and H3 through FaultProxies, which a chaos action cuts (partition:
+    silence, nothing closed) and heals; on an event loop of their own, so that they outlive
+    the chaos's loop and carry mail until the test's end."""
 
-    def __init__(self, root: Path, *, delayed_ack: bool) -> None:
+    def __init__(self, source_host: str, targets: dict[str, tuple[str, int]]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxies: dict[str, FaultProxy] = {}
+        for name, (host, port) in targets.items():
+            listen, _ = free_loopback_address()
+            proxy = FaultProxy(listen, host, port, source_host=source_host)
+            asyncio.run_coroutine_threadsafe(proxy.start(), self._loop).result(10)
+            self.proxies[name] = proxy
+
+    def cut(self, name: str) -> None:
+        self._loop.call_soon_threadsafe(self.proxies[name].partition)
+
+    def heal(self, name: str) -> None:
+        self._loop.call_soon_threadsafe(self.proxies[name].heal)
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            asyncio.run_coroutine_threadsafe(proxy.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class ChaosCluster:
+    """M, H1, H2 and H3 as node processes; kill, wipe and restart them; with before_ack, cut
+    and heal H1's links to H2 and H3."""
+
+    def __init__(self, root: Path, *, delayed_ack: bool, before_ack: bool = False) -> None:
         self.root = root
         self.addresses = {name: free_loopback_address() for name in NODES}
         self.nodes: dict[str, NodeProcess] = {}
@@ -117,13 +159,21 @@ class ChaosCluster:
         self.unexpected_exits: list[str] = []
         m = self.hostport("m")
         hub = {"routes": [{"domains": [DOMAIN], "next_hops": [m]}]}
+        self.links: Links | None = None
+        if before_ack:
+            self.links = Links(self.addresses["h1"][0], {h: self.addresses[h] for h in HUBS})
+        via = {h: self.link(h) for h in HUBS}
         entry: dict[str, Any] = {
-            "routes": [
-                {"domains": [DOMAIN], "next_hops": [self.hostport("h2"), self.hostport("h3"), m]}
-            ]
+            "routes": [{"domains": [DOMAIN], "next_hops": [via["h2"], via["h3"], m]}]
         }
         if delayed_ack:
             entry["smtp"] = {"delayed_ack": True, "max_ack_delay": f"{int(MAX_ACK_DELAY)}s"}
+        if before_ack:
+            # Every 250 of H1 means a copy on H2 or H3: H1's disk may go at any time.
+            entry["shadow"] = {
+                "before_ack": "require",
+                "redundancy_peers": [via["h2"], via["h3"]],
+            }
         for name, overrides in (
             ("m", {"local_domains": [DOMAIN]}),
             ("h2", hub),
@@ -152,6 +202,10 @@ class ChaosCluster:
     def hostport(self, name: str) -> str:
         host, port = self.addresses[name]
         return f"{host}:{port}"
+
+    def link(self, hub: str) -> str:
+        """Where H1 reaches a hub: through its proxy when links are cut, else directly."""
+        return self.links.proxies[hub].address if self.links else self.hostport(hub)
 
     def data_dir(self, name: str) -> Path:
         return self.root / name
@@ -210,6 +264,8 @@ class ChaosCluster:
     def stop_all(self) -> None:
         for node in self.nodes.values():
             node.kill()
+        if self.links is not None:
+            self.links.close()
 
     def tracking_dirs(self, name: str) -> list[Path]:
         dirs = [*self.wiped.get(name, []), self.data_dir(name)]
@@ -476,6 +532,7 @@ class Chaos:
             ("kill-two", 1.0),
             ("wipe-entry", 1.5 if self.wipe_entry else 0.0),
             ("kill-child", 2.0),
+            ("cut-link", 2.0 if self.cluster.links else 0.0),
         ]
         rng = self.rng
         action = rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
@@ -511,11 +568,23 @@ class Chaos:
         elif action in ("kill-entry", "wipe-entry"):
             wipe = {"h1"} if action == "wipe-entry" else set()
             await self._outage({"h1": down["h1"]}, wipe=wipe)
+        elif action == "cut-link":
+            # H1 cut off from a hub, past the heartbeat limit half the time, then healed.
+            await self._cut(hub, down["pair"] * 1.5)
         elif action == "kill-child":
             # One process of a node, not the node: its supervisor restarts it at once.
             self.cluster.kill_child(pair[0], child)
         else:  # kill-two
             await self._outage({pair[0]: down["pair"], pair[1]: down["hub"]})
+
+    async def _cut(self, hub: str, seconds: float) -> None:
+        links = self.cluster.links
+        assert links is not None
+        links.cut(hub)
+        self.cluster.events.append(ChaosEvent(time.time(), hub, "cut"))
+        await pause(self.stream.finished, seconds)
+        links.heal(hub)
+        self.cluster.events.append(ChaosEvent(time.time(), hub, "heal"))
 
     async def _outage(
         self,
@@ -689,10 +758,12 @@ class TestChaos:
         replay = f"seed {seed} ({variant}); replay with: {replay_command(variant, seed)}"
         print(f"\nchaos {replay}")
         began = time.monotonic()
-        cluster = ChaosCluster(tmp_path, delayed_ack=variant == "delayed-ack")
+        cluster = ChaosCluster(
+            tmp_path, delayed_ack=variant == "delayed-ack", before_ack=variant == "before-ack"
+        )
         try:
             stream, chaos, scan = asyncio.run(
-                run_chaos(cluster, seed, wipe_entry=variant == "delayed-ack")
+                run_chaos(cluster, seed, wipe_entry=variant != "plain")
             )
             chaos_done = time.monotonic()
             acknowledged = stream.acknowledged()
@@ -721,6 +792,7 @@ class TestChaos:
         report = Report(cluster)
         outcomes = Counter(s.outcome for s in stream.submissions)
         kills = sum(1 for e in cluster.events if e.action == "kill")
+        cuts = sum(1 for e in cluster.events if e.action == "cut")
         wipes = Counter(e.node for e in cluster.events if e.action == "wipe")
         failovers = report.failovers()
         lost = sorted(wanted - set(counts))
@@ -731,7 +803,8 @@ class TestChaos:
             f"chaos seed {seed} {variant}: sent {len(stream.submissions)} {dict(outcomes)}, "
             f"acknowledged {len(acknowledged)} ({len(wanted)} copies), Maildir files "
             f"{len(scan.files)}, lost {len(lost)}, duplicated {len(doubled)}\n"
-            f"  kills {kills}, wipes {dict(wipes)}, actions {dict(chaos.actions)}, "
+            f"  kills {kills}, link cuts {cuts}, wipes {dict(wipes)}, "
+            f"actions {dict(chaos.actions)}, "
             f"wipes deferred (previous not healed) {chaos.skipped_wipes}\n"
             f"  held by wiped nodes: {'; '.join(cluster.lost_at_wipe)}\n"
             f"  RESUBMIT at hubs {report.count('RESUBMIT', ('h1', *HUBS))}, DUPLICATE at M "

@@ -17,6 +17,7 @@ from tests.conftest import NodeFactory
 pytestmark = pytest.mark.integration
 
 UPSTREAM = "up-1 0123456789abcdef"
+OWN = "up-1.0123456789abcdef.Q1"  # an origin key of UPSTREAM's own
 
 
 def _session(node: Node, commands: list[str], source: str | None = None) -> list[tuple[int, str]]:
@@ -40,10 +41,10 @@ def _ehlo_features(node: Node, source: str | None = None) -> dict[str, str]:
 
 class TestNegotiation:
     async def test_peer_sees_xshadow_and_gets_identity(self, start_node: NodeFactory) -> None:
-        """A peer sees XSHADOW 1 in EHLO; XSHADOW answers with the node's name and incarnation."""
+        """A peer sees XSHADOW 1 HOLD in EHLO; XSHADOW answers with the name and incarnation."""
         node = await start_node("d")
         assert node.database is not None
-        assert (await asyncio.to_thread(_ehlo_features, node))["xshadow"] == "1"
+        assert (await asyncio.to_thread(_ehlo_features, node))["xshadow"] == "1 HOLD"
         ((code, text),) = await asyncio.to_thread(_session, node, [f"XSHADOW {UPSTREAM}"])
         assert code == 250
         assert text == f"2.0.0 XSHADOW d {node.database.incarnation}"
@@ -69,6 +70,22 @@ class TestNegotiation:
             (["MAIL FROM:<a@up.test> XORIGIN=up-1.0123456789abcdef.Q1"], (555, "5.5.4")),
             ([f"XSHADOW {UPSTREAM}", "MAIL FROM:<a@up.test> XORIGIN=bad"], (501, "5.5.4")),
             (["MAIL FROM:<a@up.test>", f"XSHADOW {UPSTREAM}"], (503, "5.5.1")),
+            (["MAIL FROM:<a@up.test> XHOLD=127.0.0.1:2525"], (555, "5.5.4")),
+            (
+                [f"XSHADOW {UPSTREAM}", f"MAIL FROM:<a@up.test> XORIGIN={OWN} XHOLD=nowhere"],
+                (501, "5.5.4"),
+            ),
+            (
+                [f"XSHADOW {UPSTREAM}", "MAIL FROM:<a@up.test> XHOLD=127.0.0.1:2525"],
+                (501, "5.5.4"),
+            ),
+            (
+                [
+                    f"XSHADOW {UPSTREAM}",
+                    "MAIL FROM:<a@up.test> XORIGIN=other.0123456789abcdef.Q1 XHOLD=127.0.0.1:2525",
+                ],
+                (501, "5.5.4"),
+            ),
         ],
         ids=[
             "missing-incarnation",
@@ -80,6 +97,10 @@ class TestNegotiation:
             "xorigin-without-xshadow",
             "malformed-xorigin",
             "inside-transaction",
+            "xhold-without-xshadow",
+            "malformed-xhold",
+            "xhold-without-xorigin",
+            "xhold-of-another-origin",
         ],
     )
     async def test_refusals(

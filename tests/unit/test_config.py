@@ -48,6 +48,12 @@ class TestErrorsNameTheKey:
             ({"queue": {"retry": ["1m", "soon"]}}, "queue.retry[1]: expected a duration"),
             ({"queue": {"retry": []}}, "queue.retry: List should have at least 1 item"),
             (
+                {"shadow": {"before_ack": "require"}},
+                'shadow: shadow.before_ack = "require" needs shadow.redundancy_peers',
+            ),
+            ({"shadow": {"before_ack": "always"}}, "shadow.before_ack: Input should be"),
+            ({"shadow": {"redundancy_peers": ["b"]}}, "shadow.redundancy_peers[0]: expected"),
+            (
                 {"smtp": {"trusted_networks": ["10.0.0.0/8", "nope"]}},
                 "smtp.trusted_networks[1]: expected a network such as '127.0.0.1/32'",
             ),
@@ -93,6 +99,9 @@ class TestErrorsNameTheKey:
             "duration-fraction",
             "duration-in-list",
             "retry-empty",
+            "require-without-peers",
+            "before-ack-value",
+            "redundancy-peer",
             "network",
             "line-length-below-rfc",
             "recipients-zero",

@@ -1,4 +1,4 @@
-"""FaultProxy: relays bytes unchanged, cuts at matching lines, refuses, pauses, cleans up."""
+"""FaultProxy: relays bytes unchanged, cuts at matching lines, refuses, pauses, partitions."""
 
 from __future__ import annotations
 
@@ -373,6 +373,29 @@ class TestRefuseAndPause:
             await proxy.pause(drop_connections=True)
             assert proxy.connections == 0
             assert await client.rest() == b""
+
+
+class TestPartition:
+    async def test_partition_stalls_then_heal_resumes(
+        self, proxy: FaultProxy, target: LineServer
+    ) -> None:
+        """Partitioned, open and new connections stay open, nothing passing; healed, all flow."""
+        async with connect(proxy) as early:
+            await early.line()
+            proxy.partition()
+            assert proxy.partitioned
+            await early.send(b"held\r\n")
+            async with connect(proxy) as late:
+                silent = asyncio.ensure_future(late.reader.readline())
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):
+                        await asyncio.shield(silent)
+                assert len(target.sessions) == 1  # the new connection never reached the target
+                assert proxy.connections == 2
+                proxy.heal()
+                assert await early.line() == b"250 ok held\r\n"
+                async with asyncio.timeout(WITHIN):
+                    assert await silent == b"220 target ready\r\n"
 
 
 class TestStop:

@@ -17,8 +17,8 @@ def _now(name: str, **labels: str) -> float:
 
 class TestCountEvent:
     def test_events_count_per_message_or_per_recipient(self) -> None:
-        """RECEIVE and RESUBMIT count a message; SEND, DELIVER, DEFER, DUPLICATE and SHADOW
-        each recipient; DSN its kind."""
+        """RECEIVE, RESUBMIT and UNPROTECTED count a message; SEND, DELIVER, DEFER,
+        DUPLICATE and SHADOW each recipient; DSN its kind."""
         names = [
             ("hubd_smtp_received_total", {}),
             ("hubd_delivery_delivered_total", {"via": "relay"}),
@@ -28,6 +28,7 @@ class TestCountEvent:
             ("hubd_shadow_resubmissions_total", {}),
             ("hubd_delivery_duplicates_dropped_total", {}),
             ("hubd_shadow_created_total", {}),
+            ("hubd_shadow_unprotected_total", {}),
         ]
         before = [_now(n, **labels) for n, labels in names]
         count_event(TrackingEvent.RECEIVE, 3, None)
@@ -39,8 +40,9 @@ class TestCountEvent:
         count_event(TrackingEvent.DUPLICATE, 2, None)
         count_event(TrackingEvent.SHADOW, 3, None)
         count_event(TrackingEvent.POISON, 1, None)
+        count_event(TrackingEvent.UNPROTECTED, 2, None)
         after = [_now(n, **labels) for n, labels in names]
-        assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 4, 1, 1, 2, 3]
+        assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 4, 1, 1, 2, 3, 1]
 
 
 class TestQueueFamilies:

@@ -14,7 +14,7 @@ from hubd.routing import Router, RouteTable
 from hubd.shadow.protocol import Hello
 from hubd.smtp.data import ContentLimits
 from hubd.smtp.limits import LocalCounters, SessionLimits
-from hubd.smtp.policy import ListenerPolicy, ShadowOffer
+from hubd.smtp.policy import BeforeAck, ListenerPolicy, ShadowOffer
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.session import Session
 
@@ -41,7 +41,9 @@ LIMITS = SessionLimits(
 )
 
 
-def listener_policy(*, max_ack_delay: float | None = None, **limits: Any) -> ListenerPolicy:
+def listener_policy(
+    *, max_ack_delay: float | None = None, before_ack: BeforeAck | None = None, **limits: Any
+) -> ListenerPolicy:
     """A relay listener for corp.test, routing partner.test, trusting and peering 10/8."""
     router = Router(
         ["corp.test"],
@@ -62,6 +64,7 @@ def listener_policy(*, max_ack_delay: float | None = None, **limits: Any) -> Lis
         limits=dataclasses.replace(LIMITS, **limits),
         shadow=ShadowOffer(ME, networks),
         max_ack_delay=max_ack_delay,
+        before_ack=before_ack,
     )
 
 

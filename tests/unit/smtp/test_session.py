@@ -14,11 +14,13 @@ from hubd.smtp.actions import (
     Close,
     Commit,
     Committed,
+    Copied,
     DataReceived,
     Departed,
     DropTaken,
     Failed,
     ListNotices,
+    MakeRedundant,
     NoticesListed,
     Outcome,
     ReceiveData,
@@ -26,9 +28,12 @@ from hubd.smtp.actions import (
     Step,
     TakenDropped,
     UpstreamRegistered,
+    Withdraw,
+    Withdrawn,
 )
 from hubd.smtp.data import ContentFault, DataSummary
 from hubd.smtp.limits import LocalCounters, Occupancy
+from hubd.smtp.policy import BeforeAck
 from hubd.smtp.session import Phase, Session, TimeoutKind
 from tests.unit.smtp.harness import (
     ME,
@@ -99,7 +104,7 @@ class TestGreeting:
         ]
         peer = opened(new_session(client_ip=PEER_IP), ehlo=None)
         reply = say(peer, "EHLO up.test")
-        assert reply.lines()[-2:] == ["250-XSHADOW 1", "250 HELP"]
+        assert reply.lines()[-2:] == ["250-XSHADOW 1 HOLD", "250 HELP"]
 
     def test_helo(self) -> None:
         """HELO gets a plain 250 with the host name; the session is not extended."""
@@ -495,6 +500,70 @@ class TestData:
         assert not step.action.watch_departure
         assert step.action.message.upstream == UPSTREAM
         assert step.action.message.mail_params.origin == "up-1.0123456789abcdef.Q1"
+        assert session.finish(Committed()).reply == replies.queued(step.action.message.queue_id)
+
+    def before_ack(self, required: bool) -> tuple[Session, Commit]:
+        policy = listener_policy(max_ack_delay=30.0, before_ack=BeforeAck(required, 5.0))
+        session = opened(new_session(policy))
+        transaction(session)
+        step = deliver(session)
+        assert isinstance(step.action, Commit)
+        return session, step.action
+
+    def test_before_ack_copies_after_the_commit(self) -> None:
+        """With before_ack, the committed message (held back) is copied, then gets its 250;
+        delayed ack is superseded."""
+        session, commit = self.before_ack(required=True)
+        assert not commit.watch_departure
+        message = commit.message
+        assert message.not_before == message.received_at + 10.0
+        step = session.finish(Committed())
+        assert step == Step(None, MakeRedundant(message, required=True, timeout=5.0))
+        assert session.finish(Copied(made=True)) == Step(replies.queued(message.queue_id))
+
+    def test_copy_goes_with_the_peer_the_commit_owes(self) -> None:
+        """The peer the commit owes its notice to travels with the copy step."""
+        session, commit = self.before_ack(required=False)
+        step = session.finish(Committed(owed_to=UPSTREAM))
+        assert isinstance(step.action, MakeRedundant)
+        assert step.action.message.owed_to == UPSTREAM
+        assert step.action.message.queue_id == commit.message.queue_id
+
+    def test_require_withdraws_then_451(self) -> None:
+        """With require and no copy, the message is withdrawn and DATA gets 451 4.4.0."""
+        session, commit = self.before_ack(required=True)
+        session.finish(Committed())
+        step = session.finish(Copied(made=False))
+        assert step == Step(None, Withdraw(commit.message.queue_id))
+        assert session.finish(Withdrawn(done=True)) == Step(replies.NOT_REDUNDANT)
+        assert session.phase is Phase.READY
+
+    def test_require_keeps_a_message_already_being_delivered(self) -> None:
+        """A message that could not be withdrawn (being delivered) is acknowledged."""
+        session, commit = self.before_ack(required=True)
+        session.finish(Committed())
+        session.finish(Copied(made=False))
+        step = session.finish(Withdrawn(done=False))
+        assert step == Step(replies.queued(commit.message.queue_id))
+
+    def test_prefer_accepts_without_a_copy(self) -> None:
+        """With prefer, no copy still gets the 250 (the executor logs UNPROTECTED)."""
+        session, commit = self.before_ack(required=False)
+        session.finish(Committed())
+        assert session.finish(Copied(made=False)) == Step(replies.queued(commit.message.queue_id))
+
+    def test_no_copy_for_shadow_peers(self) -> None:
+        """A session that said XSHADOW (a hubd upstream, or a redundancy copy) is not copied."""
+        policy = listener_policy(before_ack=BeforeAck(True, 5.0))
+        session = opened(new_session(policy, client_ip=PEER_IP), ehlo="up.test")
+        session.receive_line(f"XSHADOW {UPSTREAM_ARG}\r\n".encode())
+        session.finish(UpstreamRegistered())
+        say(session, "MAIL FROM:<a@up.test> XORIGIN=up-1.0123456789abcdef.Q1 XHOLD=10.1.1.1:25")
+        say(session, "RCPT TO:<bob@corp.test>")
+        step = deliver(session)
+        assert isinstance(step.action, Commit)
+        assert step.action.message.not_before is None
+        assert step.action.message.mail_params.hold == "10.1.1.1:25"
         assert session.finish(Committed()).reply == replies.queued(step.action.message.queue_id)
 
     @pytest.mark.parametrize(
