@@ -5,7 +5,7 @@ delivery: the scheduler of its shard; peers: heartbeats, resubmission and the pi
 directories), the order of start-up (queue, writer, delivery, heartbeats, pickup, then
 listeners) and of the drain (stop accepting, finish the file being picked up, let commits
 in flight answer, finish deliveries in flight, commit, close).
-Public: Node, Role, ALL.
+Public: Node (Role and ALL live in hubd/roles.py).
 Failures: StorageError (SchemaTooNew, QueueCorrupt) at start; OSError when a port is taken;
 a part that dies takes the whole node down with its exception (never silently).
 See also: hubd/supervisor.py (several processes), hubd/cli.py (`hubd serve`),
@@ -50,6 +50,8 @@ from hubd.pressure import (
     threaded,
     thresholds_of,
 )
+from hubd.queue_owner import recover_queue, start_upkeep
+from hubd.roles import ALL, Role
 from hubd.routing import HopKind, Router, RouteTable
 from hubd.routing.mx import MxResolver
 from hubd.shadow.client import ShadowClient
@@ -65,7 +67,7 @@ from hubd.smtp.policy import BeforeAck, ListenerPolicy, ShadowOffer, SubmissionO
 from hubd.smtp.relay import RelayPolicy
 from hubd.smtp.server import Inbound, Listener, start_listener
 from hubd.tls import ServerTls
-from hubd.tracking import Tracker, TrackingEvent
+from hubd.tracking import Tracker
 from hubd.users import UsersFile
 from storage import (
     Database,
@@ -78,21 +80,6 @@ from storage import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Role:
-    """Which of the node's jobs a process does."""
-
-    accept: bool = True  # listeners, intake, the XSHADOW verbs
-    shard: int | None = 0  # the delivery shard it claims, or None: no delivery
-    shards: int = 1  # how many delivery shards the node has
-    peers: bool = True  # heartbeats, resubmission, shadow expiry (one process per node)
-    owns_queue: bool = True  # prepares the file and recovers leases at start (one process)
-    acceptors: int = 1  # how many acceptor processes share the in-flight thresholds
-
-
-ALL = Role()
 
 
 def _before_ack(shadow: ShadowConfig) -> BeforeAck | None:
@@ -679,41 +666,4 @@ class Node:
             failures=config.shadow.heartbeat_failures,
             auto_discard=config.shadow.auto_discard.total_seconds(),
             dedup_window=config.shadow.dedup_window.total_seconds(),
-        )
-
-
-def start_upkeep(database: Database, repository: Repository, group: asyncio.TaskGroup) -> Upkeep:
-    """WAL checkpoints and spool clean-up in the background, for the queue's one owner."""
-    upkeep = Upkeep(database.path, database.spool, repository.collect_spool_garbage)
-    group.create_task(upkeep.run(), name="queue-upkeep")
-    return upkeep
-
-
-async def recover_queue(
-    repository: Repository,
-    tracker: Tracker,
-    owner: str,
-    poison_threshold: int,
-    *,
-    dead_run: str | None = None,
-) -> None:
-    """Free what a dead run held (`dead_run`, or every run but `owner`), counting a crash
-    for each message; hold and log the messages that crashed too often (POISON)."""
-    if dead_run is None:  # at start-up: nothing is receiving into the spool yet
-        swept = await repository.sweep_spool()
-        if swept:
-            log.warning("removed %d spool files no queued message refers to", swept)
-    recovery = await repository.recover(owner, poison_threshold, dead_run=dead_run)
-    if recovery.released:
-        log.warning("resuming %d recipients a dead run was delivering", recovery.released)
-    for queue_id in recovery.poisoned:
-        log.error("message %s was being delivered in repeated crashes; held", queue_id)
-        (message,) = await repository.list_messages(queue_id)
-        tracker.record(
-            TrackingEvent.POISON,
-            queue_id=queue_id,
-            sender=message.sender,
-            recipients=[r.address for r in message.recipients],
-            message_id=message.message_id,
-            crashes=message.crashes,
         )

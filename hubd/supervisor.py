@@ -42,7 +42,6 @@ from hubd.backpressure import Level, Levels
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
 from hubd.metrics import observe_commit
-from hubd.node import Node, Role, recover_queue, start_upkeep
 from hubd.pressure import (
     Gauge,
     disk_free,
@@ -52,6 +51,8 @@ from hubd.pressure import (
     threaded,
     thresholds_of,
 )
+from hubd.queue_owner import recover_queue, start_upkeep
+from hubd.roles import Role
 from hubd.signals import FLUSH, send_pressure
 from hubd.smtp.shared_counters import counters_file
 from hubd.tracking import Tracker
@@ -83,6 +84,8 @@ async def run_node(
     """Run a node until SIGTERM, in one process or as a supervisor of several; exit status."""
     plan = plan_processes(config.node.processes, usable_cores())
     if plan.single:
+        from hubd.node import Node  # a supervisor never runs one: it stays small without it
+
         async with serving(config) as admin:
             node = Node(config)
 

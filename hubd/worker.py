@@ -23,7 +23,8 @@ from typing import Any
 
 from hubd.config import load_config
 from hubd.logs import LogFormat, configure
-from hubd.node import Node, Role
+from hubd.node import Node
+from hubd.roles import Role
 from hubd.signals import PipeEnds, PipeSignals, read_departures, read_pressure, read_wakeups
 from hubd.smtp.shared_counters import SharedCounters
 

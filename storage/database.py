@@ -30,7 +30,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.errors import QueueCorrupt, SchemaTooNew, StorageError
-from storage.schema import SCHEMA_VERSION, meta, metadata
+from storage.schema import HEAD_REVISION, SCHEMA_VERSION, meta, metadata
 from storage.shards import reshard
 from storage.spool import Spool
 from storage.sql import driver
@@ -158,14 +158,28 @@ def _prepare(conn: Connection, make_incarnation: Callable[[], str], shards: int)
         return incarnation
 
 
+def _revision(conn: Connection) -> str | None:
+    """The Alembic revision the file records, or None (no table, or no row)."""
+    table = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+    ).first()
+    if table is None:
+        return None
+    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+    return None if row is None else str(row[0])
+
+
 def _create_or_migrate(conn: Connection, make_incarnation: Callable[[], str]) -> str:
+    has_meta = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).first()
+    if has_meta is not None and _revision(conn) == HEAD_REVISION:
+        # The usual start: nothing to create or migrate, so Alembic is not even imported.
+        return str(conn.execute(select(meta.c.value).where(meta.c.key == "incarnation")).scalar())
     # Alembic is imported only here: a node's children attach to a prepared file, and
     # importing it costs each of them a noticeable part of its start-up.
     from storage.migrate import stamp_new, upgrade
 
-    has_meta = conn.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-    ).first()
     if has_meta is None:
         metadata.create_all(conn)
         incarnation = make_incarnation()
@@ -253,8 +267,6 @@ def check_revision(path: Path) -> None:
     """Refuse (StorageError) a queue file that is missing or whose schema is not exactly this
     hubd's: an operator's change to a stopped node's queue never creates or migrates it (the
     node does that at its next start)."""
-    from storage.migrate import head_revision  # Alembic only for this, as in _create_or_migrate
-
     if not path.exists():
         raise StorageError(f"{path}: no queue database here")
     uri = f"file:{path}?mode=ro"
@@ -264,7 +276,7 @@ def check_revision(path: Path) -> None:
         conn.close()
     except sqlite3.Error as error:
         raise StorageError(f"{path}: not a hubd queue this hubd can change ({error})") from None
-    head = head_revision()
+    head = HEAD_REVISION
     if row is None or row[0] != head:
         found = row[0] if row else "none"
         raise StorageError(

@@ -26,6 +26,10 @@ from sqlalchemy import (
 
 # Bumped by each migration that an older hubd could not read (storage/migrations/).
 SCHEMA_VERSION = 2  # what hubd 0.1 checks; revisions since 0002 are refused by Alembic
+# The newest migration (storage/migrations/versions/), so that a file already there is
+# known without importing Alembic (8 MB and 0.15 s of every start); a unit test holds the
+# two equal.
+HEAD_REVISION = "0004"
 
 metadata = MetaData()
 
