@@ -6,10 +6,9 @@ before the message to after its delivery must come back to within a small fracti
 message: no tracking line, scheduler job, session or cache holds on to it. (The process's
 RSS is the allocator's business, measured by hand; see the closing note of issue 11.)
 
-SQLite itself still holds the last body inserted: Python's sqlite3 keeps each cached
-statement's parameters bound (sqlite3_reset does not clear bindings), so the body INSERT
-keeps a copy until the next message replaces it. That is storage's, named by a strict
-expected failure below.
+SQLite must let go of it too: Python's sqlite3 keeps each cached statement's parameters
+bound (sqlite3_reset does not clear bindings), which kept the last body inserted until the
+next message; the intake's plain executemany no longer does (the last test).
 """
 
 from __future__ import annotations
