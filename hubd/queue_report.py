@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from hubd.admin.wire import message_json  # one message JSON for the API and the CLI
 from hubd.tracking import read_events
 from storage import HeldShadow, QueuedMessage, QueueReader, RecipientState, open_reader
 from storage.errors import StorageError
@@ -68,11 +69,6 @@ async def read_shadows(database: Path) -> list[HeldShadow]:
         await engine.dispose()
 
 
-def rfc3339(timestamp: float) -> str:
-    """A time as scripts read it: RFC 3339 in UTC, to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def json_lines(items: Iterable[Mapping[str, Any]]) -> str:
     """One JSON object per line ("" for none)."""
     return "\n".join(json.dumps(item, ensure_ascii=False) for item in items)
@@ -107,37 +103,18 @@ def format_shadows(shadows: list[HeldShadow]) -> str:
     return "\n".join(lines)
 
 
+def rfc3339(timestamp: float) -> str:
+    """A time as scripts read it: RFC 3339 in UTC, to the second."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _message_dict(message: QueuedMessage) -> dict[str, Any]:
-    return {
-        "queue_id": message.queue_id,
-        "sender": message.sender,
-        "received_at": rfc3339(message.received_at),
-        "size": message.size,
-        "message_id": message.message_id,
-        "origin": message.origin,
-        "client": message.client,
-        "crashes": message.crashes,
-        "recipients": [
-            {
-                "address": r.address,
-                "state": str(r.state),
-                "next_hop": r.next_hop,
-                "attempts": r.attempts,
-                "next_attempt_at": rfc3339(r.next_attempt_at),
-                "last_error": r.last_error,
-            }
-            for r in message.recipients
-        ],
-    }
-
-
 def to_json(messages: list[QueuedMessage]) -> str:
     """The listing, one JSON object per message and line (times in RFC 3339)."""
-    return json_lines(_message_dict(m) for m in messages)
+    return json_lines(message_json(m) for m in messages)
 
 
 def format_list(messages: list[QueuedMessage]) -> str:
@@ -169,7 +146,7 @@ def read_history(tracking: Path, message: QueuedMessage) -> list[dict[str, Any]]
 
 def format_show(message: QueuedMessage, history: Sequence[Mapping[str, Any]] = ()) -> str:
     """Every field of one message, then its history from the tracking log."""
-    data = _message_dict(message)
+    data = message_json(message)
     lines = [f"{key}: {value}" for key, value in data.items() if key != "recipients"]
     for r in data["recipients"]:
         lines.append(f"recipient: {r['address']}")
@@ -185,7 +162,7 @@ def format_show(message: QueuedMessage, history: Sequence[Mapping[str, Any]] = (
 
 def show_json(message: QueuedMessage, history: Sequence[Mapping[str, Any]]) -> str:
     """One message as one JSON line, its tracking events under "history"."""
-    return json_lines([{**_message_dict(message), "history": list(history)}])
+    return json_lines([{**message_json(message), "history": list(history)}])
 
 
 # qshape's buckets: minutes since the message was received, each bucket up to its bound.
