@@ -173,14 +173,9 @@ def _create_or_migrate(conn: Connection, make_incarnation: Callable[[], str]) ->
     has_meta = conn.exec_driver_sql(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
     ).first()
-    if has_meta is not None and _revision(conn) == HEAD_REVISION:
-        # The usual start: nothing to create or migrate, so Alembic is not even imported.
-        return str(conn.execute(select(meta.c.value).where(meta.c.key == "incarnation")).scalar())
-    # Alembic is imported only here: a node's children attach to a prepared file, and
-    # importing it costs each of them a noticeable part of its start-up.
-    from storage.migrate import stamp_new, upgrade
-
     if has_meta is None:
+        from storage.migrate import stamp_new  # Alembic: see below
+
         metadata.create_all(conn)
         incarnation = make_incarnation()
         conn.execute(
@@ -199,8 +194,13 @@ def _create_or_migrate(conn: Connection, make_incarnation: Callable[[], str]) ->
             f"queue database schema version {version} is newer than this hubd supports "
             f"({SCHEMA_VERSION}); upgrade hubd, or point node.data_dir at another directory"
         )
-    if upgrade(conn):
-        log.warning("queue database upgraded from schema version %d", version)
+    if _revision(conn) != HEAD_REVISION:
+        # Alembic is imported only to create or migrate: the usual start finds the file at
+        # the newest revision, and a node's children only attach to a prepared file.
+        from storage.migrate import upgrade
+
+        if upgrade(conn):
+            log.warning("queue database upgraded from schema version %d", version)
     return str(rows["incarnation"])
 
 
