@@ -95,7 +95,11 @@ class TestComparePostfix:
             assert run["expected"] == 40, mta
             assert run["received"] == 40, mta
             assert run["distinct"] == 40, mta
-            assert run["cpu_seconds"] > 0, mta
+            if mta == "hubd":
+                # CPU is counted in clock ticks (10 ms): Postfix can relay these 20 messages
+                # in less than one on a quiet machine (test_counts_the_cpu_of_reaped_children
+                # checks the counting itself).
+                assert run["cpu_seconds"] > 0, mta
             assert run["peak_rss_kib"] > 0, mta
             assert run["processes"], mta
         assert {"master", "smtpd", "cleanup", "qmgr", "smtp"} <= set(runs["postfix"]["processes"])
