@@ -16,6 +16,8 @@ under-estimated; a client is counted high only when another client shares both o
 cells, which is then a refusal a little early, never one let past its limit. The message
 rate is a sliding window over the current and the last whole minute (a burst of
 `per_minute`, then about `per_minute` in any minute), not LocalCounters' token bucket.
+Failed AUTHs count from a client's first failure until `window` has passed, per acceptor,
+and the acceptors' counts add up. Times are whole seconds (32 bits, good until 2106).
 Failed AUTHs are counted in each acceptor's own memory (LocalCounters'), so a client gets
 `max_auth_failures_per_client` per acceptor process.
 See also: hubd/smtp/limits.py (the interface, LocalCounters), hubd/supervisor.py (makes
@@ -28,7 +30,7 @@ import hashlib
 import mmap
 import os
 
-from hubd.smtp.limits import LocalCounters, Occupancy
+from hubd.smtp.limits import Occupancy
 
 CELLS = 1 << 14  # per row; a node's clients are far fewer, so both cells collide rarely
 _ROWS = 2
@@ -36,7 +38,8 @@ _WORD = 4
 _HEADER = 16  # sessions (8 bytes), the minute the rate cells count (8 bytes)
 _CONNECTIONS = _ROWS * CELLS * _WORD
 _RATE = 2 * _ROWS * CELLS * _WORD  # this minute's cells, then the last minute's
-REGION = _HEADER + _CONNECTIONS + _RATE
+_AUTH = _ROWS * CELLS * 2 * _WORD  # per cell: failed AUTHs, and when the first of them was
+REGION = _HEADER + _CONNECTIONS + _RATE + _AUTH
 _MINUTE = 60.0
 
 
@@ -60,7 +63,6 @@ class SharedCounters:
         self._words = memoryview(self._map).cast("I")
         self._longs = memoryview(self._map).cast("q")
         self._mine = region
-        self._own = LocalCounters()  # what is not shared: failed AUTHs
         start = region * REGION
         self._map[start : start + REGION] = bytes(REGION)  # what a dead predecessor left
 
@@ -114,10 +116,24 @@ class SharedCounters:
         return True
 
     def auth_failures(self, client: str, now: float, window: float) -> int:
-        return self._own.auth_failures(client, now, window)
+        # As LocalCounters: a window opens at a client's first failure and counts until it
+        # has passed; each acceptor's window is its own, and they add up.
+        return min(
+            sum(
+                self._failures_in(region, row, cell, now, window) for region in range(self._regions)
+            )
+            for row, cell in enumerate(self._cells(client))
+        )
 
     def auth_failed(self, client: str, now: float, window: float) -> int:
-        return self._own.auth_failed(client, now, window)
+        for row, cell in enumerate(self._cells(client)):
+            count, since = self._auth_words(self._mine, row, cell)
+            if self._failures_in(self._mine, row, cell, now, window):
+                self._words[count] += 1
+            else:
+                self._words[count] = 1
+                self._words[since] = int(now)
+        return self.auth_failures(client, now, window)
 
     # -- the layout ----------------------------------------------------------------------
 
@@ -127,6 +143,16 @@ class SharedCounters:
             int.from_bytes(digest[:4], "little") % CELLS,
             int.from_bytes(digest[4:], "little") % CELLS,
         )
+
+    def _failures_in(self, region: int, row: int, cell: int, now: float, window: float) -> int:
+        count, since = self._auth_words(region, row, cell)
+        return self._words[count] if now - self._words[since] < window else 0
+
+    @staticmethod
+    def _auth_words(region: int, row: int, cell: int) -> tuple[int, int]:
+        base = (region * REGION + _HEADER + _CONNECTIONS + _RATE) // _WORD
+        count = base + (row * CELLS + cell) * 2
+        return count, count + 1
 
     def _cell_min(self, region: int, cells: tuple[int, int], window: int) -> int:
         return min(

@@ -92,3 +92,24 @@ class TestMessageRate:
         allowed = sum(b.take_message("192.0.2.1", start + 90, 10) for _ in range(10))
         assert allowed == 5
         assert a.take_message("192.0.2.1", start + 200, 10)  # two minutes on: a clean slate
+
+
+class TestAuthFailures:
+    def test_counted_across_acceptors(self, fd: int) -> None:
+        """Failed AUTHs on different acceptors add up for their client, and only for it."""
+        a, b, c = acceptors(fd)
+        assert a.auth_failed("192.0.2.1", 1000.0, 600) == 1
+        assert b.auth_failed("192.0.2.1", 1001.0, 600) == 2
+        assert c.auth_failed("192.0.2.1", 1002.0, 600) == 3
+        assert a.auth_failures("192.0.2.1", 1003.0, 600) == 3
+        assert a.auth_failures("192.0.2.2", 1003.0, 600) == 0
+
+    def test_the_window_ends(self, fd: int) -> None:
+        """A window opens at the first failure; once it has passed, the count starts again."""
+        a, b, _ = acceptors(fd)
+        a.auth_failed("192.0.2.1", 1000.0, 600)
+        b.auth_failed("192.0.2.1", 1500.0, 600)
+        assert a.auth_failures("192.0.2.1", 1599.0, 600) == 2
+        assert a.auth_failures("192.0.2.1", 1700.0, 600) == 1  # a's window has passed
+        assert a.auth_failed("192.0.2.1", 1700.0, 600) == 2  # a new one on a, b's still open
+        assert b.auth_failures("192.0.2.1", 2200.0, 600) == 1
