@@ -806,15 +806,9 @@ def _change(
     named, every = _wanted_ids(given)
     if not named and not every and hop is None:
         raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
-    # A running node takes the change itself (its API); a stopped one on its file. The API
-    # has no DSNs for removals yet, so `remove --dsn` needs the node stopped.
-    changed = (
-        None
-        if dsn
-        else _on_node(
-            settings, lambda node: node.change(action, Selection(tuple(named), hop, every))
-        )
-    )
+    # A running node takes the change itself (its API); a stopped one on its file.
+    selection = Selection(tuple(named), hop, every, dsn)
+    changed = _on_node(settings, lambda node: node.change(action, selection))
     try:
         if changed is None:
             changed = asyncio.run(
@@ -870,7 +864,7 @@ def queue_retry(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make messages' pending (or held) recipients due now (the node must be stopped)."""
+    """Make messages' pending (or held) recipients due now."""
     _change(config, queue_ids or [], hop, "retry", as_json)
 
 
@@ -881,7 +875,7 @@ def queue_suspend(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Hold messages' pending recipients: not tried until resumed (the node must be stopped)."""
+    """Hold messages' pending recipients: not tried until resumed."""
     _change(config, queue_ids or [], hop, "suspend", as_json)
 
 
@@ -892,7 +886,7 @@ def queue_resume(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Release held messages (suspended, or held as poison) (the node must be stopped)."""
+    """Release held messages (suspended, or held as poison)."""
     _change(config, queue_ids or [], hop, "resume", as_json)
 
 
@@ -908,7 +902,7 @@ def queue_remove(
 ) -> None:
     """Delete messages from the queue (with --dsn: each sender gets a failure DSN for the
     recipients still waiting); an upstream that holds a shadow of one is owed its discard
-    notice (the node must be stopped)."""
+    notice."""
     _change(config, queue_ids or [], hop, "remove", as_json, dsn=dsn)
 
 

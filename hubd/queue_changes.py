@@ -5,8 +5,8 @@ node's own, as its admin API does, or one opened here), committing many messages
 chunks, and opening a stopped node's queue for a change: its data-directory lock first
 (so no node starts meanwhile), then the file as it is (never created, migrated or moved
 aside).
-Public: ACTIONS, CHUNK, apply_change(), removal_dsns(), select_ids(), stopped_node_queue(),
-change_stopped_node(), NodeRunning.
+Public: ACTIONS, CHUNK, apply_change(), removal_dsns(), removal_notices(), select_ids(),
+stopped_node_queue(), change_stopped_node(), NodeRunning.
 Failures: NodeRunning (naming the pid) when the node holds its data directory;
 StorageError for a missing queue or one of another schema revision.
 See also: hubd/cli.py (`hubd queue retry/suspend/resume/remove`), hubd/datadir.py,
@@ -88,6 +88,15 @@ def removal_dsns(notifier: Notifier, router: Router, now: float) -> RemovalNotic
         return [notice.message for notice in notices]
 
     return build
+
+
+def removal_notices(config: Config, repository: Repository, now: float) -> RemovalNotices:
+    """The failure DSNs a removal owes, built as the node's own delivery would build them
+    (its routes, its incarnation): the same for a stopped node's file and a running node's
+    API."""
+    router = Router(config.local_domains, RouteTable(config.routes))
+    notifier = notifier_for(config, router, repository.database.incarnation, random.Random())
+    return removal_dsns(notifier, router, now)
 
 
 async def _one(
@@ -180,10 +189,5 @@ async def change_stopped_node(
         wanted = list(queue_ids)
         if hop is not None or every:
             wanted += select_ids(await repository.list_messages(), hop=hop, every=every)
-        notices = None
-        if dsn_for is not None:
-            router = Router(dsn_for.local_domains, RouteTable(dsn_for.routes))
-            incarnation = repository.database.incarnation
-            notifier = notifier_for(dsn_for, router, incarnation, random.Random())
-            notices = removal_dsns(notifier, router, now)
+        notices = None if dsn_for is None else removal_notices(dsn_for, repository, now)
         return await apply_change(repository, action, wanted, now, notices=notices)

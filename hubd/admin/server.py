@@ -3,7 +3,8 @@
 Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/messages
 (filters), /queue/messages/{id} (recipients and history); POST
 /queue/messages/{id}/{action} and /queue/{action} (several ids, a next hop, or all; the
-action one of retry, suspend, resume, remove); the token check on everything but
+action one of retry, suspend, resume, remove; a removal with `"dsn": true` queues each
+sender's failure DSN in the same transaction); the token check on everything but
 /metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600, always) and
 on `[admin] listen` (when set).
 Public: AdminServer, serving(), PUBLIC_PATHS.
@@ -39,7 +40,7 @@ from hubd.admin.unix import reachable
 from hubd.admin.wire import filter_from_query, message_json, rfc3339, selection_from_json
 from hubd.backpressure import Level
 from hubd.config import Config
-from hubd.queue_changes import apply_change
+from hubd.queue_changes import apply_change, removal_notices
 from storage import QueueReader, Repository, Spool, open_reader
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ class AdminServer:
             wanted = selection_from_json(await request.json())
         except ValueError as error:  # not JSON, or not the object it should be
             return _error(400, f"the body: {error}")
+        if wanted.dsn and action != "remove":
+            return _error(400, "the body: dsn: only a removal sends DSNs")
         queue = self._queue()
         queue_ids = list(wanted.queue_ids)
         if wanted.next_hop is not None or wanted.every:
@@ -274,11 +277,14 @@ class AdminServer:
                 for m in await queue.reader.list_messages()
                 if wanted.every or any(r.next_hop == wanted.next_hop for r in m.recipients)
             ]
+        now = self._clock()
+        notices = removal_notices(self.config, queue.control, now) if wanted.dsn else None
         try:
-            changed = await _apply_many(queue.control, action, queue_ids, self._clock())
+            changed = await apply_change(queue.control, action, queue_ids, now, notices=notices)
         except RuntimeError:  # the writer stopped: the node is going down
             return _error(503, "the node is stopping")
-        if action in ("retry", "resume") and any(changed.values()):
+        # After a retry: down hops are tried again; after a removal with DSNs: they go now.
+        if (action in ("retry", "resume") or wanted.dsn) and any(changed.values()):
             queue.flush()
         named = " ".join(list(changed)[:20]) + (" ..." if len(changed) > 20 else "")
         log.info("admin API: %s %s (%d changed)", action, named, sum(changed.values()))
@@ -288,14 +294,6 @@ class AdminServer:
 async def _apply(control: Repository, queue_id: str, action: str, now: float) -> int:
     """One message changed; how many of its recipients (remove: 1, the message)."""
     return (await apply_change(control, action, [queue_id], now))[queue_id]
-
-
-async def _apply_many(
-    control: Repository, action: str, queue_ids: list[str], now: float
-) -> dict[str, int]:
-    """Each message changed, in chunks (hubd/queue_changes.py: a change of the whole queue
-    commits in steps); what changed per queue id (0: nothing, or no such message)."""
-    return await apply_change(control, action, queue_ids, now)
 
 
 @contextlib.asynccontextmanager

@@ -105,6 +105,7 @@ class Selection:
     queue_ids: tuple[str, ...] = ()
     next_hop: str | None = None
     every: bool = False
+    dsn: bool = False  # remove: each sender gets a failure DSN for the recipients waiting
 
 
 def selection_json(selection: Selection) -> dict[str, Any]:
@@ -113,6 +114,7 @@ def selection_json(selection: Selection) -> dict[str, Any]:
         "queue_ids": list(selection.queue_ids),
         "next_hop": selection.next_hop,
         "all": selection.every,
+        "dsn": selection.dsn,
     }
 
 
@@ -120,21 +122,24 @@ def selection_from_json(data: object) -> Selection:
     """What a POST /queue/{action} body asks for; ValueError says what is wrong with it."""
     if not isinstance(data, dict):
         raise ValueError("expected an object with queue_ids, next_hop or all")
-    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all"})
+    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all", "dsn"})
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}")
     ids = data.get("queue_ids", [])
     hop = data.get("next_hop")
     every = data.get("all", False)
+    dsn = data.get("dsn", False)
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("queue_ids: expected a list of queue ids")
     if hop is not None and not isinstance(hop, str):
         raise ValueError("next_hop: expected a string")
     if not isinstance(every, bool):
         raise ValueError("all: expected true or false")
+    if not isinstance(dsn, bool):
+        raise ValueError("dsn: expected true or false")
     if not ids and hop is None and not every:
         raise ValueError("name queue_ids, a next_hop, or all")
-    return Selection(tuple(ids), hop, every)
+    return Selection(tuple(ids), hop, every, dsn)
 
 
 def _duration(query: Mapping[str, str], key: str) -> float | None:

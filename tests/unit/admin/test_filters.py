@@ -111,13 +111,26 @@ class TestWire:
             filter_from_query({"older_than": "soon"})
 
     def test_a_bulk_selection_survives_its_body(self) -> None:
-        """Ids, a next hop and all reach the API as they were meant."""
-        for selection in (Selection(("A", "B")), Selection(next_hop="hop1"), Selection(every=True)):
+        """Ids, a next hop, all and the DSN flag reach the API as they were meant."""
+        for selection in (
+            Selection(("A", "B")),
+            Selection(next_hop="hop1"),
+            Selection(every=True),
+            Selection(("A",), dsn=True),
+        ):
             assert selection_from_json(selection_json(selection)) == selection
 
     @pytest.mark.parametrize(
         "body",
-        [[], {}, {"queue_ids": "A"}, {"queue_ids": [1]}, {"all": "yes"}, {"hop": "x"}],
+        [
+            [],
+            {},
+            {"queue_ids": "A"},
+            {"queue_ids": [1]},
+            {"all": "yes"},
+            {"hop": "x"},
+            {"all": True, "dsn": 1},
+        ],
     )
     def test_a_bad_bulk_body_is_refused(self, body: object) -> None:
         """Not an object, nothing named, or a field of the wrong type: ValueError."""
