@@ -906,6 +906,34 @@ def queue_remove(
     _change(config, queue_ids or [], hop, "remove", as_json, dsn=dsn)
 
 
+@queue_app.command("flush")
+def queue_flush(
+    hop: Annotated[
+        str | None, typer.Option("--hop", help="Only the recipients for this next hop.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Try every deferred recipient (or those for one next hop) now, next hops held down
+    included (postqueue -f / -s); held recipients stay held."""
+    from hubd.queue_changes import NodeRunning, flush_stopped_node
+    from hubd.queue_report import json_lines
+
+    settings = _load(config)
+    changed = _on_node(settings, lambda node: node.flush(hop))
+    try:
+        if changed is None:
+            changed = asyncio.run(
+                flush_stopped_node(settings.node.data_dir, now=time.time(), hop=hop)
+            )
+    except (StorageError, NodeRunning) as error:
+        raise _fail(f"queue flush: {error}", 1) from None
+    if as_json:
+        typer.echo(json_lines([{"action": "flush", "next_hop": hop, "changed": changed}]))
+    else:
+        typer.echo(f"flush: {changed} recipient(s) due now")
+
+
 config_app = typer.Typer(help="What a node will run with (postconf).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

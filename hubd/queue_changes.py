@@ -1,4 +1,4 @@
-"""The operator's changes to queued messages: retry, suspend, resume, remove.
+"""The operator's changes to queued messages: retry, suspend, resume, remove, flush.
 
 Owns: what each change does to a message (apply_change(), over any Repository: a running
 node's own, as its admin API does, or one opened here), committing many messages in
@@ -6,7 +6,7 @@ chunks, and opening a stopped node's queue for a change: its data-directory lock
 (so no node starts meanwhile), then the file as it is (never created, migrated or moved
 aside).
 Public: ACTIONS, CHUNK, apply_change(), removal_dsns(), removal_notices(), select_ids(),
-stopped_node_queue(), change_stopped_node(), NodeRunning.
+stopped_node_queue(), change_stopped_node(), flush_stopped_node(), NodeRunning.
 Failures: NodeRunning (naming the pid) when the node holds its data directory;
 StorageError for a missing queue or one of another schema revision.
 See also: hubd/cli.py (`hubd queue retry/suspend/resume/remove`), hubd/datadir.py,
@@ -170,6 +170,13 @@ def select_ids(
     """The queue ids `ALL` (`every`) or `--hop H` stand for: every message, or each with a
     recipient waiting for next hop H (the whole message is changed)."""
     return [m.queue_id for m in messages if every or any(r.next_hop == hop for r in m.recipients)]
+
+
+async def flush_stopped_node(data_dir: Path, *, now: float, hop: str | None = None) -> int:
+    """A stopped node's deferred recipients (of `hop`, or all) due now, under its lock: its
+    next start tries them at once; how many."""
+    async with stopped_node_queue(data_dir) as repository:
+        return await repository.make_due(now, hop)
 
 
 async def change_stopped_node(

@@ -116,6 +116,9 @@ _REMOVED = (
 
 
 _BODY = "SELECT data, spool FROM bodies WHERE message = ?"
+# Deferred and not in delivery: the WHERE of the partial index ix_recipients_due, word for word.
+_WAITING_UNLEASED = "state = 'PENDING' AND lease_owner IS NULL"
+FLUSH_CHUNK = 1000  # recipients made due per transaction: a flush never holds the queue long
 _SHARDS = "SELECT value FROM meta WHERE key = 'shards'"
 
 RemovalNotices = Callable[[Sequence[ClaimedRecipient], StoredBody], Sequence[NewMessage]]
@@ -257,6 +260,25 @@ class Repository(QueueReader):
         return await self._writer.submit(
             "release", lambda conn: _set_state(conn, queue_id, states, RecipientState.PENDING, now)
         )
+
+    async def make_due(self, now: float, next_hop: str | None = None) -> int:
+        """Make every deferred recipient (of `next_hop`, or of all) due now, a thousand per
+        transaction (flush: held recipients stay held, those in delivery are left be);
+        returns how many."""
+        hop = "" if next_hop is None else " AND next_hop = ?"
+        sql = (
+            "UPDATE recipients SET next_attempt_at = ? WHERE id IN (SELECT id FROM recipients"
+            f" WHERE {_WAITING_UNLEASED} AND next_attempt_at > ?{hop} LIMIT {FLUSH_CHUNK})"
+        )
+        params = (now, now) if next_hop is None else (now, now, next_hop)
+        total = 0
+        while True:
+            changed = await self._writer.submit(
+                "flush", lambda conn: driver(conn).execute(sql, params).rowcount
+            )
+            total += changed
+            if changed < FLUSH_CHUNK:
+                return total
 
     async def remove(
         self, queue_id: str, now: float, notices: RemovalNotices | None = None

@@ -4,9 +4,10 @@ Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/m
 (filters), /queue/messages/{id} (recipients and history); POST
 /queue/messages/{id}/{action} and /queue/{action} (several ids, a next hop, or all; the
 action one of retry, suspend, resume, remove; a removal with `"dsn": true` queues each
-sender's failure DSN in the same transaction); the token check on everything but
-/metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600, always) and
-on `[admin] listen` (when set).
+sender's failure DSN in the same transaction); POST /queue/flush (`{"next_hop": H}` or
+null: every deferred recipient due now, and down hops tried again); the token check on
+everything but /metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600,
+always) and on `[admin] listen` (when set).
 Public: AdminServer, serving(), PUBLIC_PATHS.
 Failures: OSError from start() when a socket cannot be bound (the node does not start);
 requests get JSON errors: 400 bad filter, 401 no or wrong token, 404 no such message,
@@ -37,7 +38,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hubd.admin.metrics import CONTENT_TYPE, scrape
 from hubd.admin.token import ensure_token
 from hubd.admin.unix import reachable
-from hubd.admin.wire import filter_from_query, message_json, rfc3339, selection_from_json
+from hubd.admin.wire import (
+    filter_from_query,
+    flush_hop_from_json,
+    message_json,
+    rfc3339,
+    selection_from_json,
+)
 from hubd.backpressure import Level
 from hubd.config import Config
 from hubd.queue_changes import apply_change, removal_notices
@@ -146,6 +153,7 @@ class AdminServer:
         app.router.add_get("/queue/messages", self._messages)
         app.router.add_get("/queue/messages/{queue_id}", self._message)
         app.router.add_post("/queue/messages/{queue_id}/{action}", self._change)
+        app.router.add_post("/queue/flush", self._flush)  # before /queue/{action}: it wins
         app.router.add_post("/queue/{action}", self._change_many)
 
     @web.middleware
@@ -258,6 +266,20 @@ class AdminServer:
             queue.flush()
         log.info("admin API: %s %s (%d changed)", action, queue_id, changed)
         return web.json_response({"queue_id": queue_id, "action": action, "changed": changed})
+
+    async def _flush(self, request: web.Request) -> web.Response:
+        try:
+            hop = flush_hop_from_json(await request.json())
+        except ValueError as error:  # not JSON, or not the object it should be
+            return _error(400, f"the body: {error}")
+        queue = self._queue()
+        try:
+            changed = await queue.control.make_due(self._clock(), hop)
+        except RuntimeError:  # the writer stopped: the node is going down
+            return _error(503, "the node is stopping")
+        queue.flush()  # also with nothing deferred: a hop held down is tried again
+        log.info("admin API: flush %s (%d recipients due now)", hop or "every next hop", changed)
+        return web.json_response({"action": "flush", "next_hop": hop, "changed": changed})
 
     async def _change_many(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]

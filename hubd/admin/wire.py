@@ -4,8 +4,9 @@ Owns: a QueuedMessage as a JSON object and back (times in RFC 3339, UTC, to the
 microsecond, so the CLI prints what it would print from the file), a QueueFilter as URL
 query parameters and back, and the messages a bulk change names as its JSON body.
 Public: message_json(), message_from_json(), filter_query(), filter_from_query(), rfc3339(),
-Selection, selection_json(), selection_from_json().
-Failures: filter_from_query() and selection_from_json() raise ValueError naming what is bad.
+Selection, selection_json(), selection_from_json(), flush_hop_from_json().
+Failures: filter_from_query(), selection_from_json() and flush_hop_from_json() raise
+ValueError naming what is bad.
 """
 
 from __future__ import annotations
@@ -140,6 +141,16 @@ def selection_from_json(data: object) -> Selection:
     if not ids and hop is None and not every:
         raise ValueError("name queue_ids, a next_hop, or all")
     return Selection(tuple(ids), hop, every, dsn)
+
+
+def flush_hop_from_json(data: object) -> str | None:
+    """The next hop a POST /queue/flush body names (None: every one); ValueError if bad."""
+    if not isinstance(data, dict) or set(data) - {"next_hop"}:
+        raise ValueError('expected {"next_hop": H} or {"next_hop": null}')
+    hop = data.get("next_hop")
+    if hop is not None and not isinstance(hop, str):
+        raise ValueError("next_hop: expected a string or null")
+    return hop
 
 
 def _duration(query: Mapping[str, str], key: str) -> float | None:

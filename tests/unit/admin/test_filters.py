@@ -9,6 +9,7 @@ from hubd.admin.wire import (
     Selection,
     filter_from_query,
     filter_query,
+    flush_hop_from_json,
     message_from_json,
     message_json,
     selection_from_json,
@@ -136,3 +137,14 @@ class TestWire:
         """Not an object, nothing named, or a field of the wrong type: ValueError."""
         with pytest.raises(ValueError):  # noqa: PT011 (each body has its own message)
             selection_from_json(body)
+
+
+class TestFlushBody:
+    def test_a_flush_names_one_hop_or_every_one(self) -> None:
+        """{"next_hop": H} flushes H, null every hop; anything else is refused."""
+        assert flush_hop_from_json({"next_hop": "route:x"}) == "route:x"
+        assert flush_hop_from_json({"next_hop": None}) is None
+        assert flush_hop_from_json({}) is None
+        for bad in ([], {"next_hop": 1}, {"hop": "x"}):
+            with pytest.raises(ValueError, match="next_hop"):
+                flush_hop_from_json(bad)
