@@ -796,6 +796,7 @@ def _change(
     as_json: bool,
     *,
     dsn: bool = False,
+    to: str | None = None,
 ) -> None:
     from hubd.queue_changes import NodeRunning, change_stopped_node
     from hubd.queue_report import json_lines
@@ -807,7 +808,7 @@ def _change(
     if not named and not every and hop is None:
         raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
     # A running node takes the change itself (its API); a stopped one on its file.
-    selection = Selection(tuple(named), hop, every, dsn)
+    selection = Selection(tuple(named), hop, every, dsn, to)
     changed = _on_node(settings, lambda node: node.change(action, selection))
     try:
         if changed is None:
@@ -820,6 +821,7 @@ def _change(
                     hop=hop,
                     every=every,
                     dsn_for=settings if dsn else None,
+                    to=to,
                 )
             )
     except (StorageError, NodeRunning) as error:
@@ -904,6 +906,26 @@ def queue_remove(
     recipients still waiting); an upstream that holds a shadow of one is owed its discard
     notice."""
     _change(config, queue_ids or [], hop, "remove", as_json, dsn=dsn)
+
+
+@queue_app.command("redirect")
+def queue_redirect(
+    to: Annotated[
+        str, typer.Option("--to", help="host:port of the node (or MTA) to hand them to.")
+    ],
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Hand messages' waiting recipients to another node (before maintenance): each goes
+    to HOST:PORT from now on, whatever routing says, and is tried at once; held ones stay
+    held, and one in delivery at this moment is left where it is (run again)."""
+    try:
+        target = str(HostPort.parse(to))
+    except ValueError as error:
+        raise _fail(f"queue redirect: --to: {error}", 2) from None
+    _change(config, queue_ids or [], hop, "redirect", as_json, to=target)
 
 
 @queue_app.command("flush")

@@ -1,4 +1,5 @@
-"""The operator's changes to queued messages: retry, suspend, resume, remove, flush.
+"""The operator's changes to queued messages: retry, suspend, resume, remove, redirect,
+flush.
 
 Owns: what each change does to a message (apply_change(), over any Repository: a running
 node's own, as its admin API does, or one opened here), committing many messages in
@@ -28,7 +29,7 @@ from hubd.delivery.courier import RecipientResult
 from hubd.delivery.notices import Notifier, notifier_for, returnable
 from hubd.delivery.outcomes import Decision
 from hubd.errors import HubdError
-from hubd.routing import Router, RouteTable
+from hubd.routing import NextHop, Router, RouteTable, hop_of, redirect_hop
 from hubd.tracking import TrackingEvent
 from storage import (
     ClaimedRecipient,
@@ -44,7 +45,7 @@ from storage import (
 )
 from storage.repository import RemovalNotices
 
-ACTIONS = ("retry", "suspend", "resume", "remove")
+ACTIONS = ("retry", "suspend", "resume", "remove", "redirect")
 CHUNK = 1000  # messages changed per round of commits: a bulk change never holds the queue long
 
 
@@ -68,7 +69,7 @@ def removal_dsns(notifier: Notifier, router: Router, now: float) -> RemovalNotic
 
     def build(waiting: Sequence[ClaimedRecipient], body: StoredBody) -> list[NewMessage]:
         first = waiting[0]
-        hop = router.next_hop(first.address.rpartition("@")[2])
+        hop = hop_of(router, first.address, first.redirect_to)
         results = [RecipientResult(r, reply.code, text) for r in waiting]
         decisions = [
             Decision(
@@ -104,7 +105,9 @@ async def _one(
     action: str,
     queue_id: str,
     now: float,
+    *,
     notices: RemovalNotices | None,
+    to: NextHop | None,
 ) -> int:
     """Change one message; how many of its recipients (remove: 1 or 0 messages) changed."""
     if action == "suspend":
@@ -113,6 +116,8 @@ async def _one(
         return await repository.release(queue_id, now)
     if action == "remove":
         return int(await repository.remove(queue_id, now, notices))
+    if action == "redirect" and to is not None:
+        return await repository.redirect(queue_id, to.name, to.key, now)
     raise ValueError(f"unknown queue action {action!r}")
 
 
@@ -123,19 +128,26 @@ async def apply_change(
     now: float,
     *,
     notices: RemovalNotices | None = None,
+    to: str | None = None,
 ) -> dict[str, int]:
     """Apply `action` to each message; what changed per queue id (0: nothing to change).
+    A redirect sends the waiting recipients to `to` (host:port; ValueError if it is not).
 
     At most CHUNK messages are in the writer at a time; it groups them into transactions
     of its own batch size, so a change of a whole queue commits in steps, not at once.
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown queue action {action!r}")
+    if (action == "redirect") != (to is not None):
+        raise ValueError("a redirect, and only a redirect, names where to (--to HOST:PORT)")
+    target = redirect_hop(to) if to is not None else None
     changed: dict[str, int] = {}
     unique = list(dict.fromkeys(queue_ids))
     for start in range(0, len(unique), CHUNK):
         chunk = unique[start : start + CHUNK]
-        counts = await asyncio.gather(*(_one(repository, action, q, now, notices) for q in chunk))
+        counts = await asyncio.gather(
+            *(_one(repository, action, q, now, notices=notices, to=target) for q in chunk)
+        )
         changed.update(zip(chunk, counts, strict=True))
     return changed
 
@@ -188,6 +200,7 @@ async def change_stopped_node(
     hop: str | None = None,
     every: bool = False,
     dsn_for: Config | None = None,
+    to: str | None = None,
 ) -> dict[str, int]:
     """Apply `action` to the named messages (and those `hop` or `every` select) of a
     stopped node's queue, under its lock; what changed per queue id. With `dsn_for` (the
@@ -197,4 +210,4 @@ async def change_stopped_node(
         if hop is not None or every:
             wanted += select_ids(await repository.list_messages(), hop=hop, every=every)
         notices = None if dsn_for is None else removal_notices(dsn_for, repository, now)
-        return await apply_change(repository, action, wanted, now, notices=notices)
+        return await apply_change(repository, action, wanted, now, notices=notices, to=to)

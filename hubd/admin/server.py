@@ -3,11 +3,11 @@
 Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/messages
 (filters), /queue/messages/{id} (recipients and history); POST
 /queue/messages/{id}/{action} and /queue/{action} (several ids, a next hop, or all; the
-action one of retry, suspend, resume, remove; a removal with `"dsn": true` queues each
-sender's failure DSN in the same transaction); POST /queue/flush (`{"next_hop": H}` or
-null: every deferred recipient due now, and down hops tried again); the token check on
-everything but /metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600,
-always) and on `[admin] listen` (when set).
+action one of retry, suspend, resume, remove, and in bulk redirect with `"to"`; a removal
+with `"dsn": true` queues each sender's failure DSN in the same transaction); POST
+/queue/flush (`{"next_hop": H}` or null: every deferred recipient due now, and down hops
+tried again); the token check on everything but /metrics, /healthz and /readyz; serving
+on <data_dir>/admin.sock (mode 0600, always) and on `[admin] listen` (when set).
 Public: AdminServer, serving(), PUBLIC_PATHS.
 Failures: OSError from start() when a socket cannot be bound (the node does not start);
 requests get JSON errors: 400 bad filter, 401 no or wrong token, 404 no such message,
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 ACTIONS = ("retry", "suspend", "resume", "remove")
+BULK_ACTIONS = (*ACTIONS, "redirect")  # a redirect names where to: in the body
 SOCKET_MODE = 0o600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -283,8 +284,8 @@ class AdminServer:
 
     async def _change_many(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        if action not in ACTIONS:
-            return _error(404, f"no action {action!r} (known: {', '.join(ACTIONS)})")
+        if action not in BULK_ACTIONS:
+            return _error(404, f"no action {action!r} (known: {', '.join(BULK_ACTIONS)})")
         try:
             wanted = selection_from_json(await request.json())
         except ValueError as error:  # not JSON, or not the object it should be
@@ -302,11 +303,16 @@ class AdminServer:
         now = self._clock()
         notices = removal_notices(self.config, queue.control, now) if wanted.dsn else None
         try:
-            changed = await apply_change(queue.control, action, queue_ids, now, notices=notices)
+            changed = await apply_change(
+                queue.control, action, queue_ids, now, notices=notices, to=wanted.to
+            )
+        except ValueError as error:  # a redirect with no `to`, a bad one, or one not asked
+            return _error(400, f"the body: {error}")
         except RuntimeError:  # the writer stopped: the node is going down
             return _error(503, "the node is stopping")
-        # After a retry: down hops are tried again; after a removal with DSNs: they go now.
-        if (action in ("retry", "resume") or wanted.dsn) and any(changed.values()):
+        # After a retry: down hops are tried again; after a removal with DSNs: they go now;
+        # after a redirect: the delivery process of the new hop's shard claims them now.
+        if (action in ("retry", "resume", "redirect") or wanted.dsn) and any(changed.values()):
             queue.flush()
         named = " ".join(list(changed)[:20]) + (" ..." if len(changed) > 20 else "")
         log.info("admin API: %s %s (%d changed)", action, named, sum(changed.values()))

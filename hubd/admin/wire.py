@@ -107,6 +107,7 @@ class Selection:
     next_hop: str | None = None
     every: bool = False
     dsn: bool = False  # remove: each sender gets a failure DSN for the recipients waiting
+    to: str | None = None  # redirect: the host:port their waiting recipients go to
 
 
 def selection_json(selection: Selection) -> dict[str, Any]:
@@ -116,6 +117,7 @@ def selection_json(selection: Selection) -> dict[str, Any]:
         "next_hop": selection.next_hop,
         "all": selection.every,
         "dsn": selection.dsn,
+        "to": selection.to,
     }
 
 
@@ -123,13 +125,14 @@ def selection_from_json(data: object) -> Selection:
     """What a POST /queue/{action} body asks for; ValueError says what is wrong with it."""
     if not isinstance(data, dict):
         raise ValueError("expected an object with queue_ids, next_hop or all")
-    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all", "dsn"})
+    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all", "dsn", "to"})
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}")
     ids = data.get("queue_ids", [])
     hop = data.get("next_hop")
     every = data.get("all", False)
     dsn = data.get("dsn", False)
+    to = data.get("to")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("queue_ids: expected a list of queue ids")
     if hop is not None and not isinstance(hop, str):
@@ -138,9 +141,11 @@ def selection_from_json(data: object) -> Selection:
         raise ValueError("all: expected true or false")
     if not isinstance(dsn, bool):
         raise ValueError("dsn: expected true or false")
+    if to is not None and not isinstance(to, str):
+        raise ValueError("to: expected 'host:port'")
     if not ids and hop is None and not every:
         raise ValueError("name queue_ids, a next_hop, or all")
-    return Selection(tuple(ids), hop, every, dsn)
+    return Selection(tuple(ids), hop, every, dsn, to)
 
 
 def flush_hop_from_json(data: object) -> str | None:

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from hubd.testing import maildir_messages, wait_until
+from hubd.routing import redirect_hop
+from hubd.testing import NodeProcess, free_loopback_address, maildir_messages, wait_until
+from hubd.testing import write_config as write_toml
+from storage.shards import shard_of
+from tests.conftest import merge, node_settings
 from tests.integration.test_admin_api import (
+    Api,
     LiveNode,
     _deferred,
     _hubd,
@@ -92,3 +98,69 @@ class TestFlush:
             "carol@down.test",
             "dave@down.test",
         ]
+
+
+def _tried(api: Api, queue_id: str) -> bool:
+    """Whether every recipient of the message has been deferred once (tried or not)."""
+    status, body = api.call("GET", f"/queue/messages/{queue_id}")
+    return status == 200 and all(r["last_error"].startswith("451") for r in body["recipients"])
+
+
+def _other_shard_address(hop: str, shards: int) -> tuple[str, int]:
+    """A free loopback address whose redirect hop is claimed by another delivery process
+    than `hop`: the redirect must move its recipients' shard, or nobody claims them."""
+    while True:
+        address = free_loopback_address()
+        if shard_of(redirect_hop(f"{address[0]}:{address[1]}").key, shards) != shard_of(
+            hop, shards
+        ):
+            return address
+
+
+class TestRedirect:
+    def test_the_queue_goes_to_another_node_once(self, tmp_path: Path) -> None:
+        """Mail queued on A (two delivery processes) for a dead hop, redirected to a running
+        node B: every message reaches B's Maildir exactly once, and A's queue empties."""
+        (tmp_path / "a").mkdir()
+        a = LiveNode(tmp_path / "a", processes=4)  # 2 acceptors, 2 delivery processes
+        b_host, b_port = _other_shard_address("route:down.test", 2)
+        b_settings = merge(
+            node_settings(tmp_path / "b", "b", b_host, b_port), {"local_domains": ["down.test"]}
+        )
+        b = NodeProcess(
+            write_toml(tmp_path / "b.toml", b_settings), (b_host, b_port), tmp_path / "b.log"
+        )
+        count = 12
+        a.process.start()
+        b.start()
+        try:
+            ids = [a.send("alice@corp.test", f"u{i % 3}@down.test", f"m{i}") for i in range(count)]
+            wait_until(lambda: all(_tried(a.api, q) for q in ids), 15, "A's tries at the dead hop")
+            done = _hubd(a.config, "redirect", "--to", f"{b_host}:{b_port}", "ALL")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.endswith(f"redirect: {count} messages ({count} recipients)\n")
+            mailboxes = tmp_path / "b" / "mailboxes"
+            wait_until(lambda: len(maildir_messages(mailboxes)) >= count, 15, "B's deliveries")
+            wait_until(lambda: _listed(a.config) == set(), 15, "A's queue empty")
+            delivered = [
+                re.search(rb"Message-ID: (<[^>]+>)", data)
+                for data in maildir_messages(mailboxes).values()
+            ]
+            assert sorted(m[1].decode() for m in delivered if m) == sorted(
+                f"<m{i}@t>" for i in range(count)
+            )
+            tracked = (a.data_dir / "tracking").glob("*")
+            sends = [
+                line
+                for path in tracked
+                for line in path.read_text().splitlines()
+                if '"SEND"' in line
+            ]
+            assert len(sends) == count
+            assert all(f'"next_hop": "redirect:{b_host}:{b_port}"' in line for line in sends)
+        finally:
+            a.process.kill()
+            b.kill()
+        bad = _hubd(a.config, "redirect", "--to", "nowhere", "ALL")
+        assert bad.returncode == 2
+        assert "--to" in bad.stderr
