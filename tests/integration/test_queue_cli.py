@@ -278,6 +278,8 @@ class TestNothingCreated:
             ["queue", "retry", "X1"],
             ["queue", "suspend", "ALL"],
             ["queue", "remove", "--hop", "h"],
+            ["queue", "flush"],
+            ["queue", "redirect", "--to", "127.0.0.1:25", "ALL"],
         ],
         ids=" ".join,
     )
