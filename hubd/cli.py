@@ -796,6 +796,7 @@ def _change(
     as_json: bool,
     *,
     dsn: bool = False,
+    to: str | None = None,
 ) -> None:
     from hubd.queue_changes import NodeRunning, change_stopped_node
     from hubd.queue_report import json_lines
@@ -806,15 +807,9 @@ def _change(
     named, every = _wanted_ids(given)
     if not named and not every and hop is None:
         raise _fail(f"queue {action}: name queue ids, '-' (ids on stdin), ALL or --hop H", 2)
-    # A running node takes the change itself (its API); a stopped one on its file. The API
-    # has no DSNs for removals yet, so `remove --dsn` needs the node stopped.
-    changed = (
-        None
-        if dsn
-        else _on_node(
-            settings, lambda node: node.change(action, Selection(tuple(named), hop, every))
-        )
-    )
+    # A running node takes the change itself (its API); a stopped one on its file.
+    selection = Selection(tuple(named), hop, every, dsn, to)
+    changed = _on_node(settings, lambda node: node.change(action, selection))
     try:
         if changed is None:
             changed = asyncio.run(
@@ -826,6 +821,7 @@ def _change(
                     hop=hop,
                     every=every,
                     dsn_for=settings if dsn else None,
+                    to=to,
                 )
             )
     except (StorageError, NodeRunning) as error:
@@ -870,7 +866,7 @@ def queue_retry(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Make messages' pending (or held) recipients due now (the node must be stopped)."""
+    """Make messages' pending (or held) recipients due now."""
     _change(config, queue_ids or [], hop, "retry", as_json)
 
 
@@ -881,7 +877,7 @@ def queue_suspend(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Hold messages' pending recipients: not tried until resumed (the node must be stopped)."""
+    """Hold messages' pending recipients: not tried until resumed."""
     _change(config, queue_ids or [], hop, "suspend", as_json)
 
 
@@ -892,7 +888,7 @@ def queue_resume(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Release held messages (suspended, or held as poison) (the node must be stopped)."""
+    """Release held messages (suspended, or held as poison)."""
     _change(config, queue_ids or [], hop, "resume", as_json)
 
 
@@ -908,8 +904,56 @@ def queue_remove(
 ) -> None:
     """Delete messages from the queue (with --dsn: each sender gets a failure DSN for the
     recipients still waiting); an upstream that holds a shadow of one is owed its discard
-    notice (the node must be stopped)."""
+    notice."""
     _change(config, queue_ids or [], hop, "remove", as_json, dsn=dsn)
+
+
+@queue_app.command("redirect")
+def queue_redirect(
+    to: Annotated[
+        str, typer.Option("--to", help="host:port of the node (or MTA) to hand them to.")
+    ],
+    queue_ids: QueueIdsArgument = None,
+    hop: HopOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Hand messages' waiting recipients to another node (before maintenance): each goes
+    to HOST:PORT from now on, whatever routing says, and is tried at once; held ones stay
+    held, and one in delivery at this moment is left where it is (run again)."""
+    try:
+        target = str(HostPort.parse(to))
+    except ValueError as error:
+        raise _fail(f"queue redirect: --to: {error}", 2) from None
+    _change(config, queue_ids or [], hop, "redirect", as_json, to=target)
+
+
+@queue_app.command("flush")
+def queue_flush(
+    hop: Annotated[
+        str | None, typer.Option("--hop", help="Only the recipients for this next hop.")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Try every deferred recipient (or those for one next hop) now, next hops held down
+    included (postqueue -f / -s); held recipients stay held."""
+    from hubd.queue_changes import NodeRunning, flush_stopped_node
+    from hubd.queue_report import json_lines
+
+    settings = _load(config)
+    changed = _on_node(settings, lambda node: node.flush(hop))
+    try:
+        if changed is None:
+            changed = asyncio.run(
+                flush_stopped_node(settings.node.data_dir, now=time.time(), hop=hop)
+            )
+    except (StorageError, NodeRunning) as error:
+        raise _fail(f"queue flush: {error}", 1) from None
+    if as_json:
+        typer.echo(json_lines([{"action": "flush", "next_hop": hop, "changed": changed}]))
+    else:
+        typer.echo(f"flush: {changed} recipient(s) due now")
 
 
 config_app = typer.Typer(help="What a node will run with (postconf).", no_args_is_help=True)

@@ -634,6 +634,7 @@ class Node:
                 HopKind.LOCAL: MaildirCourier(config.mailbox_dir, config.node.hostname),
                 HopKind.ROUTE: smtp,
                 HopKind.MX: smtp,
+                HopKind.REDIRECT: smtp,
             },
             policy=RetryPolicy(
                 intervals=[d.total_seconds() for d in config.queue.retry],

@@ -28,7 +28,8 @@ DUE_SQL = (
 LEASE_SQL = f"UPDATE recipients SET lease_owner = ? WHERE id IN ({DUE_SQL}) RETURNING id"
 _DETAILS = (
     "SELECT r.id, r.address, r.attempts, r.message, m.queue_id, m.sender, m.received_at,"
-    " m.size, m.message_id, m.origin, m.envid, m.ret, r.notify, r.orcpt, r.delay_notified"
+    " m.size, m.message_id, m.origin, m.envid, m.ret, r.notify, r.orcpt, r.delay_notified,"
+    " r.redirect_to"
     " FROM recipients r JOIN messages m ON m.id = r.message"
     f" WHERE r.id {IN_IDS} ORDER BY r.next_attempt_at, r.id"
 )
@@ -40,7 +41,8 @@ _NEXT_DUE = f"SELECT min(next_attempt_at) FROM recipients WHERE shard = ? AND {_
 # The same details for the recipients still waiting (pending or held) of one message.
 WAITING_DETAILS = (
     "SELECT r.id, r.address, r.attempts, r.message, m.queue_id, m.sender, m.received_at,"
-    " m.size, m.message_id, m.origin, m.envid, m.ret, r.notify, r.orcpt, r.delay_notified"
+    " m.size, m.message_id, m.origin, m.envid, m.ret, r.notify, r.orcpt, r.delay_notified,"
+    " r.redirect_to"
     " FROM recipients r JOIN messages m ON m.id = r.message"
     " WHERE r.message = ? AND r.state IN ('PENDING', 'HELD') ORDER BY r.id"
 )
@@ -48,7 +50,7 @@ WAITING_DETAILS = (
 
 def claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
     (rid, address, attempts, message, queue_id, sender, received_at, size, message_id) = row[:9]
-    (origin, envid, ret, notify, orcpt, delay_notified) = row[9:]
+    (origin, envid, ret, notify, orcpt, delay_notified, redirect_to) = row[9:]
     return ClaimedRecipient(
         rid,
         address,
@@ -66,6 +68,7 @@ def claimed(row: tuple[Any, ...], owner: str) -> ClaimedRecipient:
         orcpt,
         bool(delay_notified),
         owner,
+        redirect_to,
     )
 
 

@@ -88,6 +88,7 @@ class ClaimedRecipient:
     orcpt: str
     delay_notified: bool
     lease_owner: str  # the delivery run that holds it; only that run may record its outcome
+    redirect_to: str | None = None  # host:port an operator sent it to, over routing's choice
 
 
 @dataclass(frozen=True, slots=True)

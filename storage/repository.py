@@ -36,6 +36,7 @@ from storage.outcomes import OutcomeBatch, record_outcomes
 from storage.reader import QueueReader
 from storage.schema import messages, recipients
 from storage.settle import owe_notices
+from storage.shards import shard_of
 from storage.spool import Spool, StoredBody
 from storage.sql import driver
 from storage.writer import Writer
@@ -116,6 +117,16 @@ _REMOVED = (
 
 
 _BODY = "SELECT data, spool FROM bodies WHERE message = ?"
+# Deferred and not in delivery: the WHERE of the partial index ix_recipients_due, word for word.
+_WAITING_UNLEASED = "state = 'PENDING' AND lease_owner IS NULL"
+# The queue's shard count is the meta row's, not this repository's: a stopped node's queue
+# is opened with no count of its own.
+_REDIRECT = (
+    "UPDATE recipients SET redirect_to = ?, next_hop = ?, shard = ?, next_attempt_at = ?"
+    " WHERE message = (SELECT id FROM messages WHERE queue_id = ?)"
+    " AND state IN ('PENDING', 'HELD') AND lease_owner IS NULL"
+)
+FLUSH_CHUNK = 1000  # recipients made due per transaction: a flush never holds the queue long
 _SHARDS = "SELECT value FROM meta WHERE key = 'shards'"
 
 RemovalNotices = Callable[[Sequence[ClaimedRecipient], StoredBody], Sequence[NewMessage]]
@@ -257,6 +268,38 @@ class Repository(QueueReader):
         return await self._writer.submit(
             "release", lambda conn: _set_state(conn, queue_id, states, RecipientState.PENDING, now)
         )
+
+    async def redirect(self, queue_id: str, target: str, next_hop: str, now: float) -> int:
+        """Send a message's waiting recipients to `target` (host:port; their next hop is
+        then `next_hop`, and their shard that hop's), due now; held ones stay held, and
+        one in delivery now is left be (redirecting it could send it twice). How many."""
+
+        def apply(conn: Connection) -> int:
+            db = driver(conn)
+            shards = db.execute(_SHARDS).fetchone()
+            shard = shard_of(next_hop, int(shards[0]) if shards else 1)
+            return db.execute(_REDIRECT, (target, next_hop, shard, now, queue_id)).rowcount
+
+        return await self._writer.submit("redirect", apply)
+
+    async def make_due(self, now: float, next_hop: str | None = None) -> int:
+        """Make every deferred recipient (of `next_hop`, or of all) due now, a thousand per
+        transaction (flush: held recipients stay held, those in delivery are left be);
+        returns how many."""
+        hop = "" if next_hop is None else " AND next_hop = ?"
+        sql = (
+            "UPDATE recipients SET next_attempt_at = ? WHERE id IN (SELECT id FROM recipients"
+            f" WHERE {_WAITING_UNLEASED} AND next_attempt_at > ?{hop} LIMIT {FLUSH_CHUNK})"
+        )
+        params = (now, now) if next_hop is None else (now, now, next_hop)
+        total = 0
+        while True:
+            changed = await self._writer.submit(
+                "flush", lambda conn: driver(conn).execute(sql, params).rowcount
+            )
+            total += changed
+            if changed < FLUSH_CHUNK:
+                return total
 
     async def remove(
         self, queue_id: str, now: float, notices: RemovalNotices | None = None

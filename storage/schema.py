@@ -29,7 +29,7 @@ SCHEMA_VERSION = 2  # what hubd 0.1 checks; revisions since 0002 are refused by 
 # The newest migration (storage/migrations/versions/), so that a file already there is
 # known without importing Alembic (8 MB and 0.15 s of every start); a unit test holds the
 # two equal.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -111,6 +111,9 @@ recipients = Table(
     Column("shadow", Integer, ForeignKey("shadows.id", ondelete="SET NULL")),
     # Which delivery process claims it (derived from next_hop; 0 with one of them).
     Column("shard", Integer, nullable=False, server_default="0"),
+    # host:port an operator redirected it to (`hubd queue redirect`): delivery goes there,
+    # whatever routing says; NULL for routing's own next hop.
+    Column("redirect_to", String),
 )
 
 # Upstream side (U): copies of messages handed to a shadow-aware peer, until it discards them.

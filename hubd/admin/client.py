@@ -1,6 +1,6 @@
 """The CLI's side of the admin API: asking the node that serves <data_dir>/admin.sock.
 
-Owns: the requests `hubd queue list/show/retry/suspend/resume/remove` make of a running
+Owns: the requests `hubd queue list/show/retry/suspend/resume/remove/flush` make of a running
 node, with the token from its token file, and telling "no node answers" (the command
 then works on the file) from "the node said no" (an error for the user).
 Public: AdminClient, ask_node(), NodeNotRunning, AdminError.
@@ -81,6 +81,12 @@ class AdminClient:
         (recipients; 1 for a removed message; 0: nothing to change, or no such message)."""
         answer = await self._call("POST", f"/queue/{action}", json=selection_json(selection))
         return {str(k): int(v) for k, v in answer["changed"].items()}
+
+    async def flush(self, next_hop: str | None) -> int:
+        """Every deferred recipient (of `next_hop`, or all) due now, down hops tried again;
+        how many recipients were made due."""
+        answer = await self._call("POST", "/queue/flush", json={"next_hop": next_hop})
+        return int(answer["changed"])
 
 
 async def _ask(socket: Path, token_file: Path, ask: Callable[[AdminClient], Awaitable[T]]) -> T:

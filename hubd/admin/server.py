@@ -3,9 +3,11 @@
 Owns: GET /healthz, /readyz, /metrics (hubd/admin/metrics.py), /queues, /queue/messages
 (filters), /queue/messages/{id} (recipients and history); POST
 /queue/messages/{id}/{action} and /queue/{action} (several ids, a next hop, or all; the
-action one of retry, suspend, resume, remove); the token check on everything but
-/metrics, /healthz and /readyz; serving on <data_dir>/admin.sock (mode 0600, always) and
-on `[admin] listen` (when set).
+action one of retry, suspend, resume, remove, and in bulk redirect with `"to"`; a removal
+with `"dsn": true` queues each sender's failure DSN in the same transaction); POST
+/queue/flush (`{"next_hop": H}` or null: every deferred recipient due now, and down hops
+tried again); the token check on everything but /metrics, /healthz and /readyz; serving
+on <data_dir>/admin.sock (mode 0600, always) and on `[admin] listen` (when set).
 Public: AdminServer, serving(), PUBLIC_PATHS.
 Failures: OSError from start() when a socket cannot be bound (the node does not start);
 requests get JSON errors: 400 bad filter, 401 no or wrong token, 404 no such message,
@@ -36,16 +38,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hubd.admin.metrics import CONTENT_TYPE, scrape
 from hubd.admin.token import ensure_token
 from hubd.admin.unix import reachable
-from hubd.admin.wire import filter_from_query, message_json, rfc3339, selection_from_json
+from hubd.admin.wire import (
+    filter_from_query,
+    flush_hop_from_json,
+    message_json,
+    rfc3339,
+    selection_from_json,
+)
 from hubd.backpressure import Level
 from hubd.config import Config
-from hubd.queue_changes import apply_change
+from hubd.queue_changes import apply_change, removal_notices
 from storage import QueueReader, Repository, Spool, open_reader
 
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 ACTIONS = ("retry", "suspend", "resume", "remove")
+BULK_ACTIONS = (*ACTIONS, "redirect")  # a redirect names where to: in the body
 SOCKET_MODE = 0o600
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -145,6 +154,7 @@ class AdminServer:
         app.router.add_get("/queue/messages", self._messages)
         app.router.add_get("/queue/messages/{queue_id}", self._message)
         app.router.add_post("/queue/messages/{queue_id}/{action}", self._change)
+        app.router.add_post("/queue/flush", self._flush)  # before /queue/{action}: it wins
         app.router.add_post("/queue/{action}", self._change_many)
 
     @web.middleware
@@ -258,14 +268,30 @@ class AdminServer:
         log.info("admin API: %s %s (%d changed)", action, queue_id, changed)
         return web.json_response({"queue_id": queue_id, "action": action, "changed": changed})
 
+    async def _flush(self, request: web.Request) -> web.Response:
+        try:
+            hop = flush_hop_from_json(await request.json())
+        except ValueError as error:  # not JSON, or not the object it should be
+            return _error(400, f"the body: {error}")
+        queue = self._queue()
+        try:
+            changed = await queue.control.make_due(self._clock(), hop)
+        except RuntimeError:  # the writer stopped: the node is going down
+            return _error(503, "the node is stopping")
+        queue.flush()  # also with nothing deferred: a hop held down is tried again
+        log.info("admin API: flush %s (%d recipients due now)", hop or "every next hop", changed)
+        return web.json_response({"action": "flush", "next_hop": hop, "changed": changed})
+
     async def _change_many(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        if action not in ACTIONS:
-            return _error(404, f"no action {action!r} (known: {', '.join(ACTIONS)})")
+        if action not in BULK_ACTIONS:
+            return _error(404, f"no action {action!r} (known: {', '.join(BULK_ACTIONS)})")
         try:
             wanted = selection_from_json(await request.json())
         except ValueError as error:  # not JSON, or not the object it should be
             return _error(400, f"the body: {error}")
+        if wanted.dsn and action != "remove":
+            return _error(400, "the body: dsn: only a removal sends DSNs")
         queue = self._queue()
         queue_ids = list(wanted.queue_ids)
         if wanted.next_hop is not None or wanted.every:
@@ -274,11 +300,19 @@ class AdminServer:
                 for m in await queue.reader.list_messages()
                 if wanted.every or any(r.next_hop == wanted.next_hop for r in m.recipients)
             ]
+        now = self._clock()
+        notices = removal_notices(self.config, queue.control, now) if wanted.dsn else None
         try:
-            changed = await _apply_many(queue.control, action, queue_ids, self._clock())
+            changed = await apply_change(
+                queue.control, action, queue_ids, now, notices=notices, to=wanted.to
+            )
+        except ValueError as error:  # a redirect with no `to`, a bad one, or one not asked
+            return _error(400, f"the body: {error}")
         except RuntimeError:  # the writer stopped: the node is going down
             return _error(503, "the node is stopping")
-        if action in ("retry", "resume") and any(changed.values()):
+        # After a retry: down hops are tried again; after a removal with DSNs: they go now;
+        # after a redirect: the delivery process of the new hop's shard claims them now.
+        if (action in ("retry", "resume", "redirect") or wanted.dsn) and any(changed.values()):
             queue.flush()
         named = " ".join(list(changed)[:20]) + (" ..." if len(changed) > 20 else "")
         log.info("admin API: %s %s (%d changed)", action, named, sum(changed.values()))
@@ -288,14 +322,6 @@ class AdminServer:
 async def _apply(control: Repository, queue_id: str, action: str, now: float) -> int:
     """One message changed; how many of its recipients (remove: 1, the message)."""
     return (await apply_change(control, action, [queue_id], now))[queue_id]
-
-
-async def _apply_many(
-    control: Repository, action: str, queue_ids: list[str], now: float
-) -> dict[str, int]:
-    """Each message changed, in chunks (hubd/queue_changes.py: a change of the whole queue
-    commits in steps); what changed per queue id (0: nothing, or no such message)."""
-    return await apply_change(control, action, queue_ids, now)
 
 
 @contextlib.asynccontextmanager

@@ -4,8 +4,9 @@ Owns: a QueuedMessage as a JSON object and back (times in RFC 3339, UTC, to the
 microsecond, so the CLI prints what it would print from the file), a QueueFilter as URL
 query parameters and back, and the messages a bulk change names as its JSON body.
 Public: message_json(), message_from_json(), filter_query(), filter_from_query(), rfc3339(),
-Selection, selection_json(), selection_from_json().
-Failures: filter_from_query() and selection_from_json() raise ValueError naming what is bad.
+Selection, selection_json(), selection_from_json(), flush_hop_from_json().
+Failures: filter_from_query(), selection_from_json() and flush_hop_from_json() raise
+ValueError naming what is bad.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ class Selection:
     queue_ids: tuple[str, ...] = ()
     next_hop: str | None = None
     every: bool = False
+    dsn: bool = False  # remove: each sender gets a failure DSN for the recipients waiting
+    to: str | None = None  # redirect: the host:port their waiting recipients go to
 
 
 def selection_json(selection: Selection) -> dict[str, Any]:
@@ -113,6 +116,8 @@ def selection_json(selection: Selection) -> dict[str, Any]:
         "queue_ids": list(selection.queue_ids),
         "next_hop": selection.next_hop,
         "all": selection.every,
+        "dsn": selection.dsn,
+        "to": selection.to,
     }
 
 
@@ -120,21 +125,37 @@ def selection_from_json(data: object) -> Selection:
     """What a POST /queue/{action} body asks for; ValueError says what is wrong with it."""
     if not isinstance(data, dict):
         raise ValueError("expected an object with queue_ids, next_hop or all")
-    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all"})
+    unknown = sorted(set(data) - {"queue_ids", "next_hop", "all", "dsn", "to"})
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}")
     ids = data.get("queue_ids", [])
     hop = data.get("next_hop")
     every = data.get("all", False)
+    dsn = data.get("dsn", False)
+    to = data.get("to")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("queue_ids: expected a list of queue ids")
     if hop is not None and not isinstance(hop, str):
         raise ValueError("next_hop: expected a string")
     if not isinstance(every, bool):
         raise ValueError("all: expected true or false")
+    if not isinstance(dsn, bool):
+        raise ValueError("dsn: expected true or false")
+    if to is not None and not isinstance(to, str):
+        raise ValueError("to: expected 'host:port'")
     if not ids and hop is None and not every:
         raise ValueError("name queue_ids, a next_hop, or all")
-    return Selection(tuple(ids), hop, every)
+    return Selection(tuple(ids), hop, every, dsn, to)
+
+
+def flush_hop_from_json(data: object) -> str | None:
+    """The next hop a POST /queue/flush body names (None: every one); ValueError if bad."""
+    if not isinstance(data, dict) or set(data) - {"next_hop"}:
+        raise ValueError('expected {"next_hop": H} or {"next_hop": null}')
+    hop = data.get("next_hop")
+    if hop is not None and not isinstance(hop, str):
+        raise ValueError("next_hop: expected a string or null")
+    return hop
 
 
 def _duration(query: Mapping[str, str], key: str) -> float | None:

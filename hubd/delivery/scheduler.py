@@ -22,7 +22,7 @@ from hubd.delivery.courier import Courier, DeliveryJob, RecipientResult
 from hubd.delivery.notices import Notifier, returnable
 from hubd.delivery.outcomes import decide_outcome
 from hubd.delivery.retry import RetryPolicy
-from hubd.routing import HopKind, NextHop, Router
+from hubd.routing import HopKind, NextHop, Router, hop_of
 from hubd.shadow.client import record_discard
 from hubd.signals import Signals
 from hubd.tracking import Tracker, TrackingEvent
@@ -156,7 +156,7 @@ class Scheduler:
     def _dispatch(self, claim: Claim) -> None:
         groups: dict[tuple[int, NextHop], list[ClaimedRecipient]] = defaultdict(list)
         for recipient in claim.recipients:
-            hop = self._router.next_hop(recipient.address.rpartition("@")[2])
+            hop = hop_of(self._router, recipient.address, recipient.redirect_to)
             groups[(recipient.message, hop)].append(recipient)
         for (message, hop), recipients in groups.items():
             job = self._reserve(hop, recipients, claim.bodies.get(message), claim.delivered)

@@ -1,7 +1,8 @@
-"""Categorising a recipient domain: local mailbox, static route, or MX.
+"""Categorising a recipient domain: local mailbox, static route, or MX (or an operator's
+redirect of a queued recipient).
 
 Owns: the choice of next hop for a domain from configuration alone (no DNS here).
-Public: Router, NextHop, HopKind.
+Public: Router, NextHop, HopKind, redirect_hop(), hop_of().
 Limits: MX next hops are named by domain; their hosts are found at delivery time.
 See also: hubd/routing/routes.py, hubd/delivery/scheduler.py.
 """
@@ -20,6 +21,7 @@ class HopKind(enum.StrEnum):
     LOCAL = "local"
     ROUTE = "route"
     MX = "mx"
+    REDIRECT = "redirect"  # an operator's `hubd queue redirect --to HOST:PORT`, over routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,19 @@ class NextHop:
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+def redirect_hop(target: str) -> NextHop:
+    """The next hop of a recipient an operator redirected to `target` (host:port)."""
+    address = HostPort.parse(target)
+    return NextHop(HopKind.REDIRECT, str(address), (address,))
+
+
+def hop_of(router: Router, address: str, redirect_to: str | None) -> NextHop:
+    """Where a queued recipient goes now: its operator's redirect, else its domain's route."""
+    if redirect_to is not None:
+        return redirect_hop(redirect_to)
+    return router.next_hop(address.rpartition("@")[2])
 
 
 class Router:

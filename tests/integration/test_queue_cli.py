@@ -241,8 +241,7 @@ class TestQueueChanges:
 
     def test_a_running_node_makes_the_change_itself(self, tmp_path: Path) -> None:
         """With `hubd serve` running, a change goes to the node (its admin socket), never
-        to the file behind its back; `remove --dsn`, which only a stopped node takes, fails
-        in one line naming its pid, and the message is as it was."""
+        to the file behind its back."""
         dead, _ = free_loopback_address()
         host, port = free_loopback_address()
         settings = merge(
@@ -257,11 +256,6 @@ class TestQueueChanges:
         node.start()
         try:
             queue_id = _send((host, port), "bob@corp.test")
-            assert node.process is not None
-            refused = _hubd("queue", "remove", "--dsn", "-c", str(config), queue_id)
-            assert refused.returncode == 1
-            assert refused.stderr.count("\n") == 1, refused.stderr
-            assert f"is running (pid {node.process.pid})" in refused.stderr
             suspended = _hubd("queue", "suspend", "-c", str(config), queue_id)
             assert suspended.returncode == 0, suspended.stderr
             listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
@@ -284,6 +278,8 @@ class TestNothingCreated:
             ["queue", "retry", "X1"],
             ["queue", "suspend", "ALL"],
             ["queue", "remove", "--hop", "h"],
+            ["queue", "flush"],
+            ["queue", "redirect", "--to", "127.0.0.1:25", "ALL"],
         ],
         ids=" ".join,
     )

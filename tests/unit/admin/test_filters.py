@@ -9,6 +9,7 @@ from hubd.admin.wire import (
     Selection,
     filter_from_query,
     filter_query,
+    flush_hop_from_json,
     message_from_json,
     message_json,
     selection_from_json,
@@ -111,15 +112,39 @@ class TestWire:
             filter_from_query({"older_than": "soon"})
 
     def test_a_bulk_selection_survives_its_body(self) -> None:
-        """Ids, a next hop and all reach the API as they were meant."""
-        for selection in (Selection(("A", "B")), Selection(next_hop="hop1"), Selection(every=True)):
+        """Ids, a next hop, all and the DSN flag reach the API as they were meant."""
+        for selection in (
+            Selection(("A", "B")),
+            Selection(next_hop="hop1"),
+            Selection(every=True),
+            Selection(("A",), dsn=True),
+        ):
             assert selection_from_json(selection_json(selection)) == selection
 
     @pytest.mark.parametrize(
         "body",
-        [[], {}, {"queue_ids": "A"}, {"queue_ids": [1]}, {"all": "yes"}, {"hop": "x"}],
+        [
+            [],
+            {},
+            {"queue_ids": "A"},
+            {"queue_ids": [1]},
+            {"all": "yes"},
+            {"hop": "x"},
+            {"all": True, "dsn": 1},
+        ],
     )
     def test_a_bad_bulk_body_is_refused(self, body: object) -> None:
         """Not an object, nothing named, or a field of the wrong type: ValueError."""
         with pytest.raises(ValueError):  # noqa: PT011 (each body has its own message)
             selection_from_json(body)
+
+
+class TestFlushBody:
+    def test_a_flush_names_one_hop_or_every_one(self) -> None:
+        """{"next_hop": H} flushes H, null every hop; anything else is refused."""
+        assert flush_hop_from_json({"next_hop": "route:x"}) == "route:x"
+        assert flush_hop_from_json({"next_hop": None}) is None
+        assert flush_hop_from_json({}) is None
+        for bad in ([], {"next_hop": 1}, {"hop": "x"}):
+            with pytest.raises(ValueError, match="next_hop"):
+                flush_hop_from_json(bad)

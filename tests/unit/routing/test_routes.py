@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hubd.config import HostPort, RouteConfig
-from hubd.routing import HopKind, NextHop, Router, RouteTable
+from hubd.routing import HopKind, NextHop, Router, RouteTable, hop_of, redirect_hop
 
 
 def route(domains: list[str], *hops: str) -> RouteConfig:
@@ -138,3 +138,17 @@ class TestRouter:
         """is_local ignores case but not subdomains."""
         assert ROUTER.is_local("CORP.TEST")
         assert not ROUTER.is_local("eu.corp.test")
+
+
+class TestRedirect:
+    def test_an_operators_redirect_wins_over_the_route(self) -> None:
+        """A redirected recipient goes to its target whatever its domain's route; one not
+        redirected goes where routing says; the target is written one way (IPv6 bracketed)."""
+        router = Router(["corp.test"], TABLE)
+        hop = hop_of(router, "bob@corp.test", "[::1]:2526")
+        assert hop == NextHop(HopKind.REDIRECT, "[::1]:2526", (HostPort(host="::1", port=2526),))
+        assert hop.key == "redirect:[::1]:2526"
+        assert hop_of(router, "bob@corp.test", None) == NextHop(HopKind.LOCAL, "corp.test")
+        assert redirect_hop("127.0.0.1:25").hosts == (HostPort(host="127.0.0.1", port=25),)
+        with pytest.raises(ValueError, match="host:port"):
+            redirect_hop("nowhere")

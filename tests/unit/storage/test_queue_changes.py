@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sqlite3
 import time
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from hubd.queue_changes import (
     removal_dsns,
     select_ids,
 )
-from hubd.routing import Router, RouteTable
+from hubd.routing import Router, RouteTable, redirect_hop
 from storage import NewMessage, NewRecipient, RecipientState, Repository, Writer, open_database
 from storage.errors import StorageError
+from storage.shards import shard_of
 
 NOW = 1_700_000_000.0
 
@@ -114,3 +116,74 @@ async def test_remove_with_dsn(repository: Repository) -> None:
     assert "5.0.0 Removed from the queue by its operator" in text
     assert "r0@a.test" in text
     assert "r1@b.test" in text
+
+
+def _rows(path: Path) -> list[tuple[str, str, int, str | None, float]]:
+    with sqlite3.connect(path) as db:
+        return list(
+            db.execute(
+                "SELECT address, next_hop, shard, redirect_to, next_attempt_at FROM recipients"
+                " ORDER BY address"
+            )
+        )
+
+
+async def test_a_redirect_moves_the_hop_and_its_shard(tmp_path: Path) -> None:
+    """On a stopped node sharded for 4 delivery processes, a redirect gives the waiting
+    recipients the new next hop, that hop's shard and their target, due now; the claim of
+    that shard hands them out with the target; one in delivery is left as it was."""
+    data_dir = tmp_path / "node"
+    path = data_dir / "queue.db"
+    database = await open_database(path, shards=4)
+    writer = Writer(database.write_engine)
+    writer.start()
+    repository = Repository(database, writer, shards=4)
+    await repository.enqueue(_message("Q1", "a", "b"))
+    await repository.enqueue(_message("Q2", "a"))
+    await repository.release("Q1", NOW + 3600)
+    leased = await repository.claim_due(time.time(), 1, "run", shard_of("route:b.test", 4))
+    assert [r.address for r in leased.recipients] == ["r1@b.test"]
+    await writer.stop()
+    await database.close()
+
+    target = redirect_hop("127.0.0.9:2525")
+    changed = await change_stopped_node(
+        data_dir, "redirect", [], now=NOW, every=True, to="127.0.0.9:2525"
+    )
+    assert changed == {"Q1": 1, "Q2": 1}
+    moved = (target.key, shard_of(target.key, 4), "127.0.0.9:2525", NOW)
+    assert shard_of("route:a.test", 4) != moved[1]  # so the shard must have moved
+    rows = _rows(path)
+    assert rows[0] == ("r0@a.test", *moved)
+    assert rows[1][:4] == ("r0@a.test", *moved[:3])
+    assert rows[2][1:4] == ("route:b.test", shard_of("route:b.test", 4), None)
+
+    database = await open_database(path, shards=4)
+    writer = Writer(database.write_engine)
+    writer.start()
+    try:
+        claim = await Repository(database, writer, shards=4).claim_due(NOW, 10, "b", moved[1])
+    finally:
+        await writer.stop()
+        await database.close()
+    assert [r.redirect_to for r in claim.recipients] == ["127.0.0.9:2525"] * 2
+    with pytest.raises(ValueError, match="--to"):
+        await change_stopped_node(data_dir, "retry", ["Q1"], now=NOW, to="127.0.0.9:2525")
+
+
+async def test_a_flush_makes_deferred_recipients_due_and_leaves_held_ones(
+    repository: Repository,
+) -> None:
+    """make_due() hurries the pending recipients of one hop (or all), never held ones."""
+    await repository.enqueue(_message("Q1", "a"))
+    await repository.enqueue(_message("Q2", "b"))
+    await repository.enqueue(_message("Q3", "a"))
+    for queue_id in ("Q1", "Q2", "Q3"):
+        await repository.release(queue_id, NOW + 3600)
+    await repository.hold("Q3")
+    assert await repository.make_due(NOW, "route:a.test") == 1
+    assert await repository.make_due(NOW) == 1
+    assert await repository.make_due(NOW) == 0
+    due = {m.queue_id: m.recipients[0] for m in await repository.list_messages()}
+    assert (due["Q1"].next_attempt_at, due["Q2"].next_attempt_at) == (NOW, NOW)
+    assert due["Q3"].state is RecipientState.HELD
