@@ -343,9 +343,10 @@ class TestMetrics:
             node.process.kill()
 
 
-def _hubd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _hubd(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hubd", "queue", *args, "-c", str(config)],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -407,6 +408,12 @@ class TestQueueCommands:
             assert _listed(config, "--state", "HELD") == {kept}
             assert _hubd(config, "resume", kept).returncode == 0
             assert _through_api(node, "resume", kept)
+            # In bulk, the ids on stdin (as `hubd queue list --json | jq ... | hubd ... -`).
+            bulk = _hubd(config, "suspend", "-", stdin=f"{kept}\n{gone}\n")
+            assert bulk.returncode == 0, bulk.stderr
+            assert _listed(config, "--state", "HELD") == {kept, gone}
+            assert _hubd(config, "resume", "ALL").returncode == 0
+            assert _listed(config, "--state", "HELD") == set()
             assert _hubd(config, "remove", gone).stdout == f"{gone}: removed\n"
             assert _through_api(node, "remove", gone)
             assert _hubd(config, "remove", gone).returncode == 1
