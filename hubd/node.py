@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from hubd.backpressure import Level, Levels
+from hubd.backpressure import Level
 from hubd.config import Config, HostPort, ShadowConfig
 from hubd.delivery.maildir import MaildirCourier
 from hubd.delivery.notices import notifier_for
@@ -40,16 +40,7 @@ from hubd.delivery.smtp_client import SmtpCourier, SmtpSettings
 from hubd.intake import Intake
 from hubd.metrics import observe_commit
 from hubd.pickup import Pickup, PickupLimits, Source
-from hubd.pressure import (
-    Gauge,
-    Probe,
-    disk_free,
-    on_loop,
-    queued_recipients,
-    resident_size,
-    threaded,
-    thresholds_of,
-)
+from hubd.pressure import Gauge, Probe, gauge_of, on_loop, owner_probes
 from hubd.queue_owner import recover_queue, start_upkeep
 from hubd.roles import ALL, Role
 from hubd.routing import HopKind, Router, RouteTable
@@ -440,19 +431,20 @@ class Node:
         config = self.config
         probes: dict[str, Probe] = {}
         if self.role.owns_queue:
-            data_dir, database = config.node.data_dir, core.database.path
-            probes["disk_free"] = on_loop(lambda: disk_free(data_dir))
-            probes["memory"] = on_loop(lambda: resident_size([os.getpid()]))
-            probes["queued"] = threaded(lambda: queued_recipients(database))
+            probes.update(
+                owner_probes(config.node.data_dir, core.database.path, lambda: [os.getpid()])
+            )
         if self.role.accept:
             probes["inflight"] = on_loop(lambda: self.inflight)
-        thresholds = thresholds_of(config.backpressure, inflight_share=self.role.acceptors)
-        levels = Levels(
-            {k: t for k, t in thresholds.items() if k in probes}, config.backpressure.hysteresis
+        self._gauge = gauge_of(
+            config.backpressure,
+            probes,
+            tracker=core.tracker,
+            on_change=self._pressure_changed,
+            inflight_share=self.role.acceptors,
         )
-        if not levels.watched:
+        if self._gauge is None:
             return
-        self._gauge = Gauge(levels, probes, tracker=core.tracker, on_change=self._pressure_changed)
         group.create_task(self._gauge.run(), name="back-pressure")
 
     async def _drain(self, core: _Core, delivery: _Delivery | None, pickup: Pickup | None) -> None:

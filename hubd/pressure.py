@@ -4,8 +4,8 @@ Owns: the probes (free space of the queue's filesystem, resident size of the nod
 processes, recipients in the queue, bytes in flight), the loop that feeds them to
 hubd/backpressure.py's Levels, logging each change of level once with the resource and the
 values that caused it, and recording it as a PRESSURE tracking event.
-Public: Gauge, thresholds_of(), disk_free(), resident_size(), queued_recipients(),
-describe(), on_loop(), threaded(), INTERVAL.
+Public: Gauge, gauge_of(), owner_probes(), thresholds_of(), disk_free(), resident_size(),
+queued_recipients(), describe(), on_loop(), threaded(), INTERVAL.
 Failures: a probe that fails (a vanished pid, a locked or missing queue) is skipped for that
 round and logged once; the level then stays where it was.
 Limits: the queued count is every recipient row (pending, held, in delivery or shadowed):
@@ -175,3 +175,32 @@ def threaded(value: Callable[[], int]) -> Probe:
         return await asyncio.to_thread(value)
 
     return probe
+
+
+def owner_probes(
+    data_dir: Path, database: Path, pids: Callable[[], Iterable[int]]
+) -> dict[str, Probe]:
+    """What the queue's owner measures for the whole node: the queue's filesystem, the
+    resident size of `pids()` (all the node's processes), the queued recipients."""
+    return {
+        # statvfs and a few /proc reads: microseconds, so on the loop.
+        "disk_free": on_loop(lambda: disk_free(data_dir)),
+        "memory": on_loop(lambda: resident_size(pids())),
+        "queued": threaded(lambda: queued_recipients(database)),
+    }
+
+
+def gauge_of(
+    config: BackpressureConfig,
+    probes: Mapping[str, Probe],
+    *,
+    tracker: Tracker | None,
+    on_change: Callable[[Level], None],
+    inflight_share: int = 1,
+) -> Gauge | None:
+    """A Gauge of the resources these probes measure, or None when none has a threshold."""
+    thresholds = thresholds_of(config, inflight_share=inflight_share)
+    levels = Levels({k: t for k, t in thresholds.items() if k in probes}, config.hysteresis)
+    if not levels.watched:
+        return None
+    return Gauge(levels, probes, tracker=tracker, on_change=on_change)

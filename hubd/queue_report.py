@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from hubd.admin.wire import message_json  # one message JSON for the API and the CLI
+from hubd.admin.wire import message_json, rfc3339  # one JSON for the API and the CLI
 from hubd.tracking import read_events
 from storage import HeldShadow, QueuedMessage, QueueReader, RecipientState, open_reader
 from storage.errors import StorageError
@@ -101,11 +101,6 @@ def format_shadows(shadows: list[HeldShadow]) -> str:
     ]
     lines.append(f"-- {len(shadows)} shadows")
     return "\n".join(lines)
-
-
-def rfc3339(timestamp: float) -> str:
-    """A time as scripts read it: RFC 3339 in UTC, to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _when(timestamp: float) -> str:

@@ -38,19 +38,11 @@ from pathlib import Path
 from typing import Protocol
 
 from hubd.admin.server import serving
-from hubd.backpressure import Level, Levels
+from hubd.backpressure import Level
 from hubd.config import Config, HostPort
 from hubd.logs import current_format
 from hubd.metrics import observe_commit
-from hubd.pressure import (
-    Gauge,
-    disk_free,
-    on_loop,
-    queued_recipients,
-    resident_size,
-    threaded,
-    thresholds_of,
-)
+from hubd.pressure import Gauge, gauge_of, owner_probes
 from hubd.queue_owner import recover_queue, start_upkeep
 from hubd.roles import Role
 from hubd.signals import FLUSH, send_pressure
@@ -243,7 +235,8 @@ class Supervisor:
                 )
                 self._children = self._slots(bound)
                 gauge = self._gauge(database.path, tracker)
-                group.create_task(gauge.run(), name="back-pressure")
+                if gauge is not None:
+                    group.create_task(gauge.run(), name="back-pressure")
                 for child in self._children:
                     group.create_task(self._keep(child, repository, tracker), name=child.name)
                 if await self._all_ready():
@@ -251,7 +244,8 @@ class Supervisor:
                     admin.set_ready(True)
                     on_ready(self)
                 await self._stopping.wait()
-                gauge.stop()
+                if gauge is not None:
+                    gauge.stop()
                 admin.set_ready(False)
                 await self._stop_children()
                 await upkeep.stop()
@@ -266,21 +260,13 @@ class Supervisor:
             return 1
         return 0
 
-    def _gauge(self, database: Path, tracker: Tracker) -> Gauge:
+    def _gauge(self, database: Path, tracker: Tracker) -> Gauge | None:
         """The node's one measure of its disk, memory and queue (acceptors add their own
         bytes in flight): cheap reads done once, not once per process."""
-        config = self.config
-        data_dir = config.node.data_dir
-        probes = {
-            "disk_free": on_loop(lambda: disk_free(data_dir)),
-            "memory": on_loop(lambda: resident_size([os.getpid(), *self._child_pids()])),
-            "queued": threaded(lambda: queued_recipients(database)),
-        }
-        thresholds = thresholds_of(config.backpressure)
-        levels = Levels(
-            {k: t for k, t in thresholds.items() if k in probes}, config.backpressure.hysteresis
+        probes = owner_probes(
+            self.config.node.data_dir, database, lambda: [os.getpid(), *self._child_pids()]
         )
-        return Gauge(levels, probes, tracker=tracker, on_change=self._publish)
+        return gauge_of(self.config.backpressure, probes, tracker=tracker, on_change=self._publish)
 
     def _child_pids(self) -> list[int]:
         return [

@@ -47,7 +47,7 @@ from hubd.admin.wire import (
 )
 from hubd.backpressure import Level
 from hubd.config import Config
-from hubd.queue_changes import apply_change, removal_notices
+from hubd.queue_changes import apply_change, removal_notices, select_ids
 from storage import QueueReader, Repository, Spool, open_reader
 
 log = logging.getLogger(__name__)
@@ -295,11 +295,9 @@ class AdminServer:
         queue = self._queue()
         queue_ids = list(wanted.queue_ids)
         if wanted.next_hop is not None or wanted.every:
-            queue_ids += [
-                m.queue_id
-                for m in await queue.reader.list_messages()
-                if wanted.every or any(r.next_hop == wanted.next_hop for r in m.recipients)
-            ]
+            queue_ids += select_ids(
+                await queue.reader.list_messages(), hop=wanted.next_hop, every=wanted.every
+            )
         now = self._clock()
         notices = removal_notices(self.config, queue.control, now) if wanted.dsn else None
         try:

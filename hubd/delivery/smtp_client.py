@@ -17,11 +17,10 @@ See also: LIBNOTES.md section 2 (aiosmtplib's errors and STARTTLS default).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,13 +30,13 @@ import aiosmtplib
 from hubd.config import HostPort
 from hubd.delivery.connections import ConnectionPool, Outbound
 from hubd.delivery.courier import DeliveryJob, RecipientResult
-from hubd.delivery.transfer import StaleConnection, send_mail
+from hubd.delivery.transfer import StaleConnection, body_chunks, send_mail
 from hubd.replies import Reply
 from hubd.routing import HopKind
 from hubd.routing.mx import MxResolver
 from hubd.shadow.client import PeerLink, ShadowClient
 from hubd.shadow.protocol import parse_queued_reply
-from storage import ShadowRecord, StoredBody
+from storage import ShadowRecord
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class SmtpCourier:
                 client,
                 job.sender,
                 addresses,
-                _chunks(job.body),
+                body_chunks(job.body),
                 size=job.body.size,
                 options=options,
                 reused=reused,
@@ -264,16 +263,6 @@ class SmtpCourier:
                     )
                 )
         return results
-
-
-async def _chunks(body: StoredBody) -> AsyncIterator[bytes]:
-    if body.spool is None:  # in memory already: no thread for it
-        for chunk in body.chunks():
-            yield chunk
-        return
-    chunks = body.chunks()
-    while chunk := await asyncio.to_thread(next, chunks, b""):
-        yield chunk
 
 
 def _shadow_record(link: PeerLink | None, data_reply: str) -> ShadowRecord | None:

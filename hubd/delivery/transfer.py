@@ -4,7 +4,7 @@ Owns: MAIL (with SIZE), RCPT per recipient, and DATA written chunk by chunk with
 dot-stuffing that is right across chunk boundaries, so a message of any size is sent
 without being held whole (aiosmtplib's data() wants the whole message, and normalises and
 stuffs it with regexes over all of it: hubd's stored bodies are CRLF-clean already).
-Public: send_mail(), dot_stuff(), DotStuffer, Transaction, StaleConnection.
+Public: send_mail(), body_chunks(), dot_stuff(), DotStuffer, Transaction, StaleConnection.
 Failures: aiosmtplib's own exceptions (SMTPSenderRefused, SMTPRecipientsRefused,
 SMTPDataError, SMTPServerDisconnected ...); StaleConnection when a reused connection was
 closed by the server before it answered MAIL (nothing of the message was taken).
@@ -16,10 +16,13 @@ See also: hubd/delivery/smtp_client.py (the caller).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
+
+from storage.spool import StoredBody
 
 CHUNK = 1 << 16
 
@@ -127,3 +130,14 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
         await client.rset()
     except (aiosmtplib.SMTPException, OSError):
         client.close()
+
+
+async def body_chunks(body: StoredBody) -> AsyncIterator[bytes]:
+    """A stored body's bytes for send_mail(): a spooled one read in a thread, chunk by chunk."""
+    if body.spool is None:  # in memory already: no thread for it
+        for chunk in body.chunks():
+            yield chunk
+        return
+    chunks = body.chunks()
+    while chunk := await asyncio.to_thread(next, chunks, b""):
+        yield chunk

@@ -18,18 +18,17 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import aiosmtplib
 
-from hubd.delivery.transfer import StaleConnection, send_mail
+from hubd.delivery.transfer import StaleConnection, body_chunks, send_mail
 from hubd.shadow.client import PeerLink, ShadowClient
 from hubd.shadow.protocol import HOLD_CAPABILITY, Hello
 from hubd.smtp.message import ReceivedMessage
 from storage.reader import QueueReader
 from storage.shadows import ShadowLedger
-from storage.spool import StoredBody
 
 log = logging.getLogger(__name__)
 
@@ -185,20 +184,10 @@ class Redundancy:
             client,
             message.sender,
             message.recipients,
-            _chunks(body),
+            body_chunks(body),
             size=body.size,
             options=[f"XORIGIN={origin}", f"XHOLD={self._relay_address()}"],
             reused=reused,
         )
         if sent.refused:
             raise aiosmtplib.SMTPException(f"copy refused for {sorted(sent.refused)}")
-
-
-async def _chunks(body: StoredBody) -> AsyncIterator[bytes]:
-    chunks = body.chunks()
-    if body.spool is None:
-        for chunk in chunks:
-            yield chunk
-        return
-    while chunk := await asyncio.to_thread(next, chunks, b""):
-        yield chunk

@@ -144,9 +144,9 @@ class Executor:
         if isinstance(action, Withdraw):
             try:
                 return Withdrawn(await redundancy.withdraw(action.queue_id))
-            except Exception:
-                log.exception("withdrawing %s failed", action.queue_id)
-                return Failed()
+            except Exception as error:
+                log_failure(log, f"withdrawing {action.queue_id}", error)
+                return Failed(no_space=is_disk_full(error))
         message = action.message
         result = await redundancy.copy(message, action.timeout)
         if result is CopyResult.FAILED and action.required:

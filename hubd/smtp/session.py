@@ -157,8 +157,8 @@ class Session:
         self.client_ip = client_ip
         self._client = client_key(client_ip)
         self._trusted = policy.relay.is_trusted(client_ip)
-        # Who still sends at Medium back pressure: trusted networks and shadow peers (and
-        # authenticated users, once AUTH exists), so a cluster drains into itself.
+        # Who still sends at Medium back pressure: trusted networks and shadow peers (so a
+        # cluster drains into itself), and authenticated users (see _admitted()).
         self._privileged = self._trusted or (
             policy.shadow is not None and policy.shadow.is_peer(client_ip)
         )

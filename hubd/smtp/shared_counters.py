@@ -18,8 +18,6 @@ rate is a sliding window over the current and the last whole minute (a burst of
 `per_minute`, then about `per_minute` in any minute), not LocalCounters' token bucket.
 Failed AUTHs count from a client's first failure until `window` has passed, per acceptor,
 and the acceptors' counts add up. Times are whole seconds (32 bits, good until 2106).
-Failed AUTHs are counted in each acceptor's own memory (LocalCounters'), so a client gets
-`max_auth_failures_per_client` per acceptor process.
 See also: hubd/smtp/limits.py (the interface, LocalCounters), hubd/supervisor.py (makes
 the file), hubd/worker.py (opens it).
 """

@@ -57,17 +57,23 @@ async def node_for_probes(start_node: NodeFactory) -> Node:
 
 
 async def rcpt(node: Node, source: str, path: str) -> str:
+    """The reply to RCPT TO:`path`; when it is a refusal, DATA is tried too and must find no
+    recipient to take a message for."""
     client = await RawClient.connect(node.relay_addresses[0], source)
     try:
         assert (await client.command("EHLO probe.test")).code == 250
         assert (await client.command("MAIL FROM:<spammer@outside.test>")).code == 250
-        return (await client.command(f"RCPT TO:{path}")).line
+        reply = (await client.command(f"RCPT TO:{path}")).line
+        if reply.startswith("5"):
+            assert (await client.command("DATA")).code == 503, path
+        return reply
     finally:
         await client.close()
 
 
 async def test_every_probe_refused(start_node: NodeFactory) -> None:
-    """Every open-relay probe gets a permanent refusal, and nothing is queued."""
+    """Every open-relay probe gets a permanent refusal, DATA then finds no recipient, and
+    nothing is queued."""
     node = await node_for_probes(start_node)
     outsider = free_loopback_address()[0]
     assert outsider != "127.0.0.1"

@@ -258,11 +258,13 @@ class TestQueueChanges:
             queue_id = _send((host, port), "bob@corp.test")
             suspended = _hubd("queue", "suspend", "-c", str(config), queue_id)
             assert suspended.returncode == 0, suspended.stderr
+            assert f"admin API: suspend {queue_id}" in (tmp_path / "node.log").read_text()
             listing = _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout)
             assert [m["queue_id"] for m in listing] == [queue_id]
             assert listing[0]["recipients"][0]["state"] == "HELD"
             removed = _hubd("queue", "remove", "-c", str(config), queue_id)
             assert removed.returncode == 0, removed.stderr
+            assert f"admin API: remove {queue_id}" in (tmp_path / "node.log").read_text()
             assert _json_lines(_hubd("queue", "list", "-c", str(config), "--json").stdout) == []
         finally:
             node.kill()
