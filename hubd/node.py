@@ -161,6 +161,7 @@ class Node:
         self._rng = rng or random.Random()
         self._inbound: Inbound | None = None
         self._credentials: Credentials | None = None
+        self._copies: Redundancy | None = None  # shadow before acknowledgement's copier
         self.listeners: list[Listener] = []
         self._relay: list[Listener] = []
         self._submission: list[Listener] = []
@@ -376,6 +377,8 @@ class Node:
         self._inbound = self._make_inbound(core)
         if self._credentials is not None:
             stack.callback(self._credentials.close)
+        if self._copies is not None:
+            stack.callback(self._copies.close)
         policy = self._relay_policy(core)
         config = self.config
         relay: Iterable[socket.socket | HostPort] = self._sockets or config.smtp.listen
@@ -472,11 +475,13 @@ class Node:
             repository=core.repository,
             router=core.router,
             tracker=core.tracker,
-            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            origin_prefix=core.me.origin_prefix,
             on_commit=self._signals.work,
         )
         if config.submission.addresses:
             self._credentials = Credentials(UsersFile(config.users_path))
+        if config.shadow.before_ack != "off":
+            self._copies = self._redundancy(core)
         executor = Executor(
             intake=intake,
             clock=self._clock,
@@ -484,7 +489,7 @@ class Node:
             ledger=core.ledger,
             tracker=core.tracker,
             credentials=self._credentials,
-            redundancy=self._redundancy(core) if config.shadow.before_ack != "off" else None,
+            redundancy=self._copies,
         )
         spool = core.database.spool
         spool.prepare()
@@ -502,7 +507,8 @@ class Node:
     def _redundancy(self, core: _Core) -> Redundancy:
         config = self.config
         shadow = self._shadow_client(core)
-        smtp = self._smtp_courier(shadow)
+        # Only its connect(): peers are host:port, so no MX resolver and no pooled sends.
+        smtp = self._smtp_courier(shadow, mx=False)
 
         async def connect(address: str) -> aiosmtplib.SMTP:
             return await smtp.connect(HostPort.parse(address))
@@ -515,7 +521,7 @@ class Node:
             reader=core.repository,
             # Where the peer heartbeats this node: the relay listener as bound.
             relay_address=lambda: str(self.relay_addresses[0]),
-            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            origin_prefix=core.me.origin_prefix,
             clock=self._clock,
             wake=lambda: self._signals.work(None),
         )
@@ -572,7 +578,7 @@ class Node:
             repository=core.repository,
             router=core.router,
             tracker=core.tracker,
-            origin_prefix=f"{config.node.name}.{core.database.incarnation}",
+            origin_prefix=core.me.origin_prefix,
             hostname=config.node.hostname,
             limits=PickupLimits(
                 max_message_size=config.smtp.max_message_size,
@@ -595,8 +601,19 @@ class Node:
             wake=lambda: self._signals.work(None),
         )
 
-    def _smtp_courier(self, shadow: ShadowClient | None) -> SmtpCourier:
+    def _smtp_courier(self, shadow: ShadowClient | None, *, mx: bool = True) -> SmtpCourier:
         config = self.config
+        resolver = (
+            MxResolver(
+                nameservers=config.dns.nameservers,
+                ipv6=config.dns.ipv6,
+                lifetime=config.dns.timeout.total_seconds(),
+                port=config.delivery.mx_port,
+                rng=self._rng,
+            )
+            if mx
+            else None
+        )
         return SmtpCourier(
             SmtpSettings(
                 local_hostname=config.node.hostname,
@@ -606,13 +623,7 @@ class Node:
                 connect_timeout=config.delivery.connect_timeout.total_seconds(),
                 command_timeout=config.delivery.command_timeout.total_seconds(),
             ),
-            MxResolver(
-                nameservers=config.dns.nameservers,
-                ipv6=config.dns.ipv6,
-                lifetime=config.dns.timeout.total_seconds(),
-                port=config.delivery.mx_port,
-                rng=self._rng,
-            ),
+            resolver,
             shadow=shadow,
         )
 

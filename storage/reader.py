@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.model import HeldShadow, QueuedMessage, QueuedRecipient, RecipientState
@@ -29,27 +29,21 @@ class QueueReader:
 
     async def load_body(self, message: int) -> StoredBody | None:
         """The stored bytes of a message (by row id), or None when it is gone."""
+        return await self._body(messages.c.id == message)
+
+    async def body_of(self, queue_id: str) -> StoredBody | None:
+        """The stored bytes of a message by its queue id, or None when there is none."""
+        return await self._body(messages.c.queue_id == queue_id)
+
+    async def _body(self, which: ColumnElement[bool]) -> StoredBody | None:
         async with self._read.connect() as conn:
             result = await conn.execute(
                 select(bodies.c.data, bodies.c.spool, messages.c.size)
                 .join(messages, messages.c.id == bodies.c.message)
-                .where(bodies.c.message == message)
+                .where(which)
             )
             row = result.first()
-        if row is None:
-            return None
-        if not row.spool:
-            return StoredBody(row.data)
-        return StoredBody(row.data, self._spool.path(row.spool), row.size - len(row.data))
-
-    async def body_of(self, queue_id: str) -> StoredBody | None:
-        """The stored bytes of a message by its queue id, or None when there is none."""
-        async with self._read.connect() as conn:
-            result = await conn.execute(
-                select(messages.c.id).where(messages.c.queue_id == queue_id)
-            )
-            row = result.first()
-        return None if row is None else await self.load_body(row.id)
+        return None if row is None else self._spool.body(row.data, row.spool, row.size)
 
     async def next_due(self) -> float | None:
         """When the earliest unclaimed pending recipient becomes due, if any."""

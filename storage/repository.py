@@ -36,7 +36,7 @@ from storage.outcomes import OutcomeBatch, record_outcomes
 from storage.reader import QueueReader
 from storage.schema import messages, recipients
 from storage.settle import owe_notices
-from storage.shards import shard_of
+from storage.shards import queue_shards, shard_of
 from storage.spool import Spool, StoredBody
 from storage.sql import driver
 from storage.writer import Writer
@@ -127,7 +127,6 @@ _REDIRECT = (
     " AND state IN ('PENDING', 'HELD') AND lease_owner IS NULL"
 )
 FLUSH_CHUNK = 1000  # recipients made due per transaction: a flush never holds the queue long
-_SHARDS = "SELECT value FROM meta WHERE key = 'shards'"
 
 RemovalNotices = Callable[[Sequence[ClaimedRecipient], StoredBody], Sequence[NewMessage]]
 """The DSNs owed for a removed message's waiting recipients (and its stored bytes)."""
@@ -138,13 +137,8 @@ def _queue_notices(db: sqlite3.Connection, pk: int, spool: Spool, notices: Remov
     if not waiting:
         return
     data, spooled = db.execute(_BODY, (pk,)).fetchone()
-    body = (
-        StoredBody(data)
-        if not spooled
-        else StoredBody(data, spool.path(spooled), waiting[0].size - len(data))
-    )
-    shards = db.execute(_SHARDS).fetchone()
-    insert_messages(db, notices(waiting, body), int(shards[0]) if shards else 1)
+    body = spool.body(data, spooled, waiting[0].size)
+    insert_messages(db, notices(waiting, body), queue_shards(db) or 1)
 
 
 def _remove(
@@ -276,8 +270,7 @@ class Repository(QueueReader):
 
         def apply(conn: Connection) -> int:
             db = driver(conn)
-            shards = db.execute(_SHARDS).fetchone()
-            shard = shard_of(next_hop, int(shards[0]) if shards else 1)
+            shard = shard_of(next_hop, queue_shards(db) or 1)
             return db.execute(_REDIRECT, (target, next_hop, shard, now, queue_id)).rowcount
 
         return await self._writer.submit("redirect", apply)

@@ -1,7 +1,7 @@
 """Which delivery process claims a recipient: a stable function of its next hop.
 
 Owns: shard_of(), and re-sharding a queue when the number of delivery processes changes.
-Public: shard_of(), reshard().
+Public: shard_of(), queue_shards(), reshard().
 Limits: every recipient of one next hop is in one shard, so per-hop concurrency, hop-down
 state and oldest-first order stay in one process.
 See also: storage/claim.py (claims one shard), hubd/supervisor.py (how many shards).
@@ -18,10 +18,15 @@ def shard_of(next_hop: str, shards: int) -> int:
     return zlib.crc32(next_hop.encode()) % shards if shards > 1 else 0
 
 
+def queue_shards(db: sqlite3.Connection) -> int | None:
+    """The shard count the queue's recipients are sharded for (None: never recorded)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
+    return None if row is None else int(row[0])
+
+
 def reshard(db: sqlite3.Connection, shards: int) -> bool:
     """Recompute every recipient's shard if the queue was sharded for another count."""
-    row = db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
-    if row is not None and int(row[0]) == shards:
+    if queue_shards(db) == shards:
         return False
     hops = [hop for (hop,) in db.execute("SELECT DISTINCT next_hop FROM recipients")]
     db.executemany(

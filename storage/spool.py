@@ -117,6 +117,13 @@ class Spool:
     def path(self, name: str) -> Path:
         return self.directory / name
 
+    def body(self, head: bytes, name: str | None, size: int) -> StoredBody:
+        """A stored message of `size` bytes: `head` as stored in the queue, then the rest
+        in spool file `name` (none: `head` is all of it)."""
+        if not name:
+            return StoredBody(head)
+        return StoredBody(head, self.path(name), size - len(head))
+
     def unlink(self, names: list[str]) -> None:
         for name in names:
             self.path(name).unlink(missing_ok=True)

@@ -33,6 +33,11 @@ class Hello:
     name: str
     incarnation: str
 
+    @property
+    def origin_prefix(self) -> str:
+        """What this node's origin keys start with: `<name>.<incarnation>` (then a queue id)."""
+        return f"{self.name}.{self.incarnation}"
+
 
 def parse_hello(argument: str | None) -> Hello | None:
     """The argument of `XSHADOW <name> <incarnation>`, or None when malformed."""

@@ -76,6 +76,12 @@ class Redundancy:
         self._idle: list[_Connection] = []  # open, XSHADOW said: reused for the next copy
         self._expected: Hello | None = None  # the peer that took the last copy
 
+    def close(self) -> None:
+        """Close the connections kept open to the peers (the node is stopping)."""
+        for connection in self._idle:
+            connection.client.close()
+        self._idle.clear()
+
     def prepare(self, message: ReceivedMessage) -> ReceivedMessage:
         """The message to commit: owing its notice to the peer expected to take the copy,
         so that the usual case needs no second commit before the copy."""

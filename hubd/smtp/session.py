@@ -514,9 +514,8 @@ class Session:
         if not self.extended:
             refusal = replies.NEEDS_EHLO  # RFC 4954 4: AUTH is an extension
         elif self.user is not None:
+            # (Never inside a transaction: MAIL needs AUTH first on a submission listener.)
             refusal = replies.AUTH_ALREADY
-        elif self.transaction is not None:
-            refusal = replies.AUTH_IN_TRANSACTION
         if refusal is not None:
             return self._error(refusal)
         mechanism, _, initial = argument.partition(" ")

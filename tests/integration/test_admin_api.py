@@ -168,7 +168,8 @@ class TestAccess:
         assert (live.data_dir / "admin.token").read_text() == before
         assert live.api.call("GET", "/queues")[0] == 200
         again = _samples(live.api)
-        assert _value(again, "hubd_smtp_received_total") == 0
+        # Counted afresh: a counter nothing has counted yet may not be exported at all.
+        assert _value(again, "hubd_smtp_received_total", default=0.0) == 0
         assert _value(again, "hubd_queue_depth", next_hop="route:down.test") == 1
 
     def test_a_remote_listen_address_is_refused(self, tmp_path: Path) -> None:
@@ -294,8 +295,15 @@ def _samples(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _value(
+    samples: dict[Any, float], name: str, default: float | None = None, **labels: str
+) -> float:
+    """A sample's value; a sample not exported is an error unless a default is given."""
+    key = (name, tuple(sorted(labels.items())))
+    if default is not None:
+        return samples.get(key, default)
+    assert key in samples, f"{name}{labels} is not exported"
+    return samples[key]
 
 
 class TestMetrics:

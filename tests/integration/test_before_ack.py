@@ -187,6 +187,7 @@ class TestCopyAtNextHop:
             shadow={"before_ack": "require", "redundancy_peers": [b_hop]},
         )
         replies = await send_each(a, 2)
+        # With "require" a 250 means B took the copy: what B holds later is what it kept.
         assert [code for code, _ in replies] == [250, 250]
         b_dir = b.config.node.data_dir
         await async_wait_until(

@@ -158,11 +158,15 @@ class TestExchange:
         # Each exchange ended: the session takes commands again.
         assert say(session, "NOOP") == replies.OK
 
-    def test_refused_in_transaction_and_twice(self) -> None:
-        """AUTH after AUTH, or inside a transaction, is out of sequence."""
+    def test_refused_twice_and_never_in_a_transaction(self) -> None:
+        """AUTH after AUTH is out of sequence; and AUTH never comes inside a transaction,
+        since MAIL before AUTH starts none."""
         session = logged_in()
         assert say(session, f"AUTH PLAIN {plain('alice', 'secret')}") == replies.AUTH_ALREADY
         assert "AUTH" not in " ".join(say(session, "EHLO c.test").lines())
+        fresh = secured()
+        assert say(fresh, "MAIL FROM:<alice@corp.test>") == replies.AUTH_REQUIRED
+        assert fresh.transaction is None
 
     def test_busy(self) -> None:
         """A check that could not run (pool full) is a temporary 454 4.7.0."""
